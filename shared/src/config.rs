@@ -1,0 +1,145 @@
+//! Reusable clap argument groups. Every field reads an environment variable too; secrets
+//! come only from the environment or flags and are redacted in `Debug`.
+
+use std::fmt;
+
+use clap::Args;
+
+use crate::event::{EventKind, TopicMap};
+use crate::telemetry::LogFormat;
+use crate::time::Zone;
+
+/// MySQL / MariaDB connection.
+#[derive(Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL, e.g. mysql://user:password@host:3306/notification_db
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/notification_db"
+    )]
+    pub url: String,
+
+    /// Maximum pooled connections.
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log line format (the filter comes from RUST_LOG, default info).
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How notifications are rendered.
+#[derive(Debug, Clone, Args)]
+pub struct DisplayArgs {
+    /// IANA time zone of `createdAt`/`readAt` in notification JSON (the original used Asia/Seoul).
+    #[arg(
+        long = "time-zone",
+        env = "NOTIFICATION_TIME_ZONE",
+        default_value = "UTC"
+    )]
+    pub time_zone: Zone,
+}
+
+/// Input topic names: the seed's by default, each renamable.
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    /// Rename an input topic, as DEFAULT=ACTUAL (e.g. user-signup=auth.user.signed-up).
+    /// Repeat the flag, or separate pairs with commas in the environment variable.
+    #[arg(long = "topic-rename", env = "TOPIC_RENAMES", value_delimiter = ',', value_parser = parse_rename)]
+    pub renames: Vec<(String, String)>,
+}
+
+fn parse_rename(pair: &str) -> Result<(String, String), String> {
+    let (from, to) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("expected DEFAULT=ACTUAL, got {pair:?}"))?;
+    Ok((from.trim().to_owned(), to.trim().to_owned()))
+}
+
+impl TopicArgs {
+    /// The topic map these arguments describe, validated.
+    pub fn topic_map(&self) -> Result<TopicMap, String> {
+        let mut map = TopicMap::default();
+        for (from, to) in &self.renames {
+            let kind = EventKind::ALL
+                .into_iter()
+                .find(|kind| kind.default_topic() == from)
+                .ok_or_else(|| format!("{from:?} is not one of the default topic names"))?;
+            map.set(kind, to.clone());
+        }
+        map.validate()?;
+        Ok(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        topics: TopicArgs,
+    }
+
+    #[test]
+    fn database_url_password_is_redacted_in_debug() {
+        let cli = Cli::parse_from(["x", "--database-url", "mysql://app:s3cret@db:3306/n"]);
+        let debug = format!("{:?}", cli.database);
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("mysql://app:***@db:3306/n"), "{debug}");
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/x"),
+            "mysql://root@127.0.0.1/x"
+        );
+    }
+
+    #[test]
+    fn topic_renames_apply_to_the_default_names() {
+        let cli = Cli::parse_from(["x", "--topic-rename", "user-signup=auth.user.signed-up"]);
+        let map = cli.topics.topic_map().unwrap();
+        assert_eq!(
+            map.kind("auth.user.signed-up"),
+            Some(EventKind::UserSignedUp)
+        );
+        let cli = Cli::parse_from(["x", "--topic-rename", "nope=x"]);
+        assert!(cli.topics.topic_map().is_err());
+    }
+}

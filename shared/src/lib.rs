@@ -1,0 +1,22 @@
+//! Shared library of the notification pipeline: what both `ingest` and `gateway` need.
+//!
+//! Crate map:
+//! - [`event`]: the 14 Kafka topics, their payloads and tolerant wire decoding.
+//! - [`number`]: exact decimal parsing and the Korean `price` format.
+//! - [`convert`]: the pure event → notification converter of SPEC 2.1.
+//! - [`notification`]: `NotificationType`, `Status`, the notification and its JSON (SPEC 2.5).
+//! - [`time`]: the configurable display time zone of notification timestamps.
+//! - [`channel`]: Redis channel naming.
+//! - [`config`]: reusable clap argument groups.
+//! - [`telemetry`]: tracing subscriber set-up.
+//! - [`shutdown`]: SIGTERM/SIGINT → cancellation token.
+
+pub mod channel;
+pub mod config;
+pub mod convert;
+pub mod event;
+pub mod notification;
+pub mod number;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
