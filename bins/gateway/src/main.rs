@@ -1,1 +1,26 @@
-fn main() {}
+//! `gateway` entry point: parse configuration, start logging, serve until SIGTERM.
+
+use clap::Parser;
+use gateway::{Gateway, GatewayConfig};
+use shared::config::TelemetryArgs;
+
+/// Delivers notifications to browsers over STOMP and serves the inbox API.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version)]
+struct Cli {
+    #[command(flatten)]
+    gateway: GatewayConfig,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    shared::telemetry::init(cli.telemetry.log_format);
+    let shutdown = shared::shutdown::on_signal();
+    let gateway = Gateway::bind(&cli.gateway).await?;
+    gateway.run(shutdown).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
