@@ -10,7 +10,7 @@ use shared::convert::convert;
 use shared::event::EventKind;
 use shared::notification::{NewNotification, NotificationType, Status};
 use sqlx::Row;
-use support::TestDb;
+use support::{TestDb, text};
 
 fn event(kind: EventKind, json: &str) -> NewNotification {
     convert(kind, json.as_bytes()).unwrap().unwrap()
@@ -38,14 +38,6 @@ fn incoming(notification: NewNotification, source: Option<SourceRecord>) -> Inco
         notification,
         source,
     }
-}
-
-/// Text columns are utf8mb4_bin, which the driver reports as binary: decode unchecked.
-fn text<T>(row: &sqlx::mysql::MySqlRow, column: &str) -> T
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
-{
-    row.try_get_unchecked(column).unwrap()
 }
 
 async fn row_count(db: &TestDb) -> i64 {

@@ -8,7 +8,7 @@ use ingest::cli::{self, Cli};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    shared::telemetry::init(cli.telemetry.log_format);
+    shared::telemetry::init(cli.log_format());
     match cli::run(cli).await {
         Ok(code) => code,
         Err(err) => {

@@ -142,6 +142,16 @@ pub struct Store {
 /// batches; each read sees the latest committed rows).
 pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
     let options: MySqlConnectOptions = url.parse()?;
+    pool_options(max_connections).connect_with(options).await
+}
+
+/// Like [`connect`], but connects on first use (the database may be down at start).
+pub fn connect_lazy(url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
+    let options: MySqlConnectOptions = url.parse()?;
+    Ok(pool_options(max_connections).connect_lazy_with(options))
+}
+
+fn pool_options(max_connections: u32) -> MySqlPoolOptions {
     MySqlPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -152,8 +162,6 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, sqlx:
                 Ok(())
             })
         })
-        .connect_with(options)
-        .await
 }
 
 impl Store {

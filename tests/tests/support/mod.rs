@@ -2,7 +2,13 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod proxy;
+pub mod redis_sub;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::mysql::MySqlPool;
 use sqlx::{Connection, Executor, MySqlConnection};
@@ -10,6 +16,36 @@ use sqlx::{Connection, Executor, MySqlConnection};
 /// Server URL without a database; `TEST_MYSQL_URL` overrides the local default.
 pub fn mysql_server_url() -> String {
     std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+}
+
+/// The test Redis; `TEST_REDIS_URL` overrides the local default.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Text columns are utf8mb4_bin, which the driver reports as binary: decode unchecked.
+pub fn text<T>(row: &sqlx::mysql::MySqlRow, column: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
+{
+    use sqlx::Row;
+    row.try_get_unchecked(column).unwrap()
 }
 
 /// A unique name for this test's resources (database, topics, Redis prefix).
@@ -50,6 +86,13 @@ impl TestDb {
             .await
             .expect("migrate test db");
         TestDb { name, url, pool }
+    }
+
+    pub async fn count(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 }
 

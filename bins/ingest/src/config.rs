@@ -1,0 +1,208 @@
+//! `ingest run` configuration: clap arguments (flags + environment, seed names where the
+//! seed has them) and the validated [`IngestConfig`] the pipeline runs with.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use shared::channel::Channels;
+use shared::config::{DatabaseArgs, DisplayArgs, TopicArgs};
+use shared::event::TopicMap;
+use shared::time::Zone;
+
+/// Kafka connection and consumer group.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_servers: String,
+
+    /// Consumer group id.
+    #[arg(
+        long = "kafka-group-id",
+        env = "KAFKA_GROUP_ID",
+        default_value = "notification-group"
+    )]
+    pub group_id: String,
+
+    /// Extra librdkafka properties as key=value (security.protocol, sasl.*, ...).
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {pair:?}"))
+}
+
+/// Redis connection (`REDIS_URL`, or `REDIS_HOST` + `REDIS_PORT` as in the seed).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Full Redis URL; overrides REDIS_HOST/REDIS_PORT.
+    #[arg(long = "redis-url", env = "REDIS_URL")]
+    pub url: Option<String>,
+    /// Redis host.
+    #[arg(long = "redis-host", env = "REDIS_HOST", default_value = "localhost")]
+    pub host: String,
+    /// Redis port.
+    #[arg(long = "redis-port", env = "REDIS_PORT", default_value_t = 6379)]
+    pub port: u16,
+    /// Channel prefix; a user's channel is PREFIX + userId.
+    #[arg(long = "redis-channel-prefix", env = "REDIS_CHANNEL_PREFIX", default_value = shared::channel::DEFAULT_PREFIX)]
+    pub channel_prefix: String,
+}
+
+impl RedisArgs {
+    pub fn url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("redis://{}:{}/", self.host, self.port))
+    }
+}
+
+/// Everything `ingest run` takes.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+
+    /// Pause between retries of a record that failed for a reason of its own.
+    #[arg(
+        long = "retry-interval-ms",
+        env = "APP_KAFKA_RETRY_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub retry_interval_ms: u64,
+    /// Retries of such a record before it is dead-lettered.
+    #[arg(
+        long = "retry-max-attempts",
+        env = "APP_KAFKA_RETRY_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub retry_max_attempts: u32,
+
+    /// Records per batch (one transaction, one offset commit).
+    #[arg(long = "batch-size", env = "INGEST_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// How long a batch waits to fill up once its first record arrived.
+    #[arg(
+        long = "batch-linger-ms",
+        env = "INGEST_BATCH_LINGER_MS",
+        default_value_t = 5
+    )]
+    pub batch_linger_ms: u64,
+    /// Record values larger than this are dead-lettered unread.
+    #[arg(long = "max-event-bytes", env = "INGEST_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Replication factor of dead-letter topics created at start (-1: the broker's default).
+    #[arg(long = "dlt-replication-factor", env = "DLT_REPLICATION_FACTOR", default_value_t = -1, allow_negative_numbers = true)]
+    pub dlt_replication_factor: i32,
+
+    #[command(flatten)]
+    pub telemetry: shared::config::TelemetryArgs,
+
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(
+        long = "admin-addr",
+        env = "ADMIN_ADDR",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub admin_addr: SocketAddr,
+    /// Longest wait for the batch in flight after SIGTERM.
+    #[arg(
+        long = "shutdown-deadline-ms",
+        env = "SHUTDOWN_DEADLINE_MS",
+        default_value_t = 20_000
+    )]
+    pub shutdown_deadline_ms: u64,
+}
+
+/// The validated configuration of one ingest instance.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub kafka_properties: Vec<(String, String)>,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    pub channels: Channels,
+    pub topics: TopicMap,
+    pub zone: Zone,
+    pub retry_interval: Duration,
+    pub retry_max_attempts: u32,
+    pub batch_size: usize,
+    pub batch_linger: Duration,
+    pub max_event_bytes: usize,
+    pub dlt_replication_factor: i32,
+    /// `None`: no admin listener (tests that do not need one).
+    pub admin_addr: Option<SocketAddr>,
+    pub shutdown_deadline: Duration,
+}
+
+impl IngestConfig {
+    /// Defaults for everything but the three connections (tests and tools start here).
+    pub fn new(bootstrap_servers: &str, database_url: &str, redis_url: &str) -> Self {
+        IngestConfig {
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            group_id: "notification-group".to_owned(),
+            kafka_properties: Vec::new(),
+            database_url: database_url.to_owned(),
+            database_max_connections: 10,
+            redis_url: redis_url.to_owned(),
+            channels: Channels::default(),
+            topics: TopicMap::default(),
+            zone: Zone::utc(),
+            retry_interval: Duration::from_millis(1000),
+            retry_max_attempts: 3,
+            batch_size: 1000,
+            batch_linger: Duration::from_millis(5),
+            max_event_bytes: 1024 * 1024,
+            dlt_replication_factor: 1,
+            admin_addr: None,
+            shutdown_deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+impl TryFrom<RunArgs> for IngestConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: RunArgs) -> Result<Self, Self::Error> {
+        anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+        let topics = args.topics.topic_map().map_err(anyhow::Error::msg)?;
+        Ok(IngestConfig {
+            bootstrap_servers: args.kafka.bootstrap_servers,
+            group_id: args.kafka.group_id,
+            kafka_properties: args.kafka.properties,
+            database_url: args.database.url,
+            database_max_connections: args.database.max_connections,
+            redis_url: args.redis.url(),
+            channels: Channels::new(args.redis.channel_prefix),
+            topics,
+            zone: args.display.time_zone,
+            retry_interval: Duration::from_millis(args.retry_interval_ms),
+            retry_max_attempts: args.retry_max_attempts,
+            batch_size: args.batch_size,
+            batch_linger: Duration::from_millis(args.batch_linger_ms),
+            max_event_bytes: args.max_event_bytes,
+            dlt_replication_factor: args.dlt_replication_factor,
+            admin_addr: Some(args.admin_addr),
+            shutdown_deadline: Duration::from_millis(args.shutdown_deadline_ms),
+        })
+    }
+}

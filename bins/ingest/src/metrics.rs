@@ -1,0 +1,139 @@
+//! Ingest metrics (Prometheus), registered on one registry per instance (no globals).
+//! Labels stay low-cardinality: topic and outcome, never a user id.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Typed handles to every ingest metric.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Records by topic and outcome: stored, duplicate, republished, dead_lettered,
+    /// retried, skipped (valid, no per-user notification).
+    pub records: IntCounterVec,
+    pub batch_size: Histogram,
+    /// Wall time to process one batch (decode → store → publish → commit request).
+    pub batch_seconds: Histogram,
+    /// From the record's Kafka timestamp to its Redis publish.
+    pub kafka_to_publish_seconds: Histogram,
+    /// Waits caused by an unavailable dependency (database, redis, kafka).
+    pub outage_waits: IntCounterVec,
+    /// 1 while the dependency is unavailable.
+    pub dependency_down: IntGaugeVec,
+    /// Messages behind the high watermark, summed over this instance's partitions.
+    pub consumer_lag: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("ingest".into()), None).expect("registry");
+        let records = IntCounterVec::new(
+            Opts::new(
+                "records_total",
+                "Kafka records processed, by topic and outcome",
+            ),
+            &["topic", "outcome"],
+        )
+        .expect("metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("batch_size", "Records per processed batch").buckets(vec![
+                1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0,
+            ]),
+        )
+        .expect("metric");
+        let batch_seconds = Histogram::with_opts(
+            HistogramOpts::new("batch_seconds", "Time to process one batch")
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("buckets")),
+        )
+        .expect("metric");
+        let kafka_to_publish_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "kafka_to_publish_seconds",
+                "Latency from the record's Kafka timestamp to its Redis publish",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets")),
+        )
+        .expect("metric");
+        let outage_waits = IntCounterVec::new(
+            Opts::new(
+                "outage_waits_total",
+                "Backoff waits for an unavailable dependency",
+            ),
+            &["dependency"],
+        )
+        .expect("metric");
+        let dependency_down = IntGaugeVec::new(
+            Opts::new("dependency_down", "1 while a dependency is unavailable"),
+            &["dependency"],
+        )
+        .expect("metric");
+        let consumer_lag = IntGauge::new(
+            "consumer_lag",
+            "Messages behind the high watermark on this instance's partitions",
+        )
+        .expect("metric");
+        for collector in [
+            Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(batch_size.clone()),
+            Box::new(batch_seconds.clone()),
+            Box::new(kafka_to_publish_seconds.clone()),
+            Box::new(outage_waits.clone()),
+            Box::new(dependency_down.clone()),
+            Box::new(consumer_lag.clone()),
+        ] {
+            registry.register(collector).expect("register metric");
+        }
+        Metrics {
+            registry,
+            records,
+            batch_size,
+            batch_seconds,
+            kafka_to_publish_seconds,
+            outage_waits,
+            dependency_down,
+            consumer_lag,
+        }
+    }
+
+    /// Counts `n` records of `topic` with `outcome`.
+    pub fn record(&self, topic: &str, outcome: &str, n: u64) {
+        if n > 0 {
+            self.records.with_label_values(&[topic, outcome]).inc_by(n);
+        }
+    }
+
+    /// The count so far of `outcome` records on `topic` (for tests and logs).
+    pub fn count(&self, topic: &str, outcome: &str) -> u64 {
+        self.records.with_label_values(&[topic, outcome]).get()
+    }
+
+    /// The count so far of `outcome` records over every topic.
+    pub fn total(&self, outcome: &str) -> u64 {
+        use prometheus::core::Collector;
+        self.records
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "outcome" && l.value() == outcome)
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        // Encoding gathered families into a String cannot fail.
+        let _ = encoder.encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

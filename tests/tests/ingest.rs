@@ -1,0 +1,615 @@
+//! `ingest` end to end against real components: the librdkafka mock cluster (real Kafka
+//! protocol on loopback TCP), MariaDB and Redis. Each test has its own cluster, database,
+//! consumer group and Redis channel prefix.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ingest::config::IngestConfig;
+use ingest::consumer::Ingest;
+use ingest::metrics::Metrics;
+use shared::channel::Channels;
+use shared::convert::convert;
+use shared::event::{EventKind, TopicMap};
+use shared::notification::{Notification, Status};
+use shared::time::Zone;
+use sqlx::Row;
+use support::kafka::{self, MockKafka};
+use support::proxy::Proxy;
+use support::{TestDb, redis_sub, text, unique_name, wait_until};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const SETTLE: Duration = Duration::from_secs(60);
+/// After the expected work is seen, how long to watch for anything extra (duplicates).
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// One event per topic, with the exact text each must produce.
+fn sample_events() -> Vec<(EventKind, String)> {
+    vec![
+        (EventKind::UserSignedUp, r#"{"userId":"u-signup","email":"a@b.c","name":"라제"}"#.into()),
+        (EventKind::OrderCreated, r#"{"orderNumber":"ORD-1","userId":"u-shop","totalAmount":59000.00,"itemCount":3,"createdAt":[2026,2,6,10,0,0,123456789]}"#.into()),
+        (EventKind::OrderCancelled, r#"{"orderNumber":"ORD-1","userId":"u-shop","cancelReason":"고객 요청"}"#.into()),
+        (EventKind::PaymentCompleted, r#"{"paymentNumber":"PAY-1","orderNumber":"ORD-1","userId":"u-shop","amount":1234.5}"#.into()),
+        (EventKind::PaymentFailed, r#"{"paymentNumber":"PAY-2","orderNumber":"ORD-1","userId":"u-shop","failureReason":"E001: 카드 잔액 부족"}"#.into()),
+        (EventKind::DeliveryShipped, r#"{"trackingNumber":"TRK-1","orderNumber":"ORD-1","userId":"u-shop","carrier":"CJ대한통운"}"#.into()),
+        (EventKind::CouponIssued, r#"{"userId":100,"couponCode":"C-1","couponName":"여름 세일 쿠폰","discountType":"PERCENTAGE","discountValue":15}"#.into()),
+        (EventKind::TimeDealStarted, r#"{"timeDealId":7,"timeDealName":"특가"}"#.into()),
+        (EventKind::PostLiked, r#"{"likeId":"like-1","postId":"post-1","postTitle":"러스트 😀","authorId":"u-blog","likerName":"민수"}"#.into()),
+        (EventKind::PostCommented, r#"{"commentId":"cm-1","postId":"post-1","postTitle":"러스트","authorId":"u-blog","commenterName":"지수","content":"좋은 글"}"#.into()),
+        (EventKind::CommentReplied, r#"{"replyId":"r-1","postId":"post-1","parentCommentId":"cm-1","parentCommentAuthorId":"u-reader","replierName":"영희","content":"감사"}"#.into()),
+        (EventKind::UserFollowed, r#"{"followId":"f-1","followeeId":"u-blog","followerName":"철수"}"#.into()),
+        (EventKind::TaskCompleted, r#"{"taskId":42,"boardId":10,"userId":"u-ai","title":"요약","status":"IN_REVIEW","timestamp":"2026-02-06T01:00:00.000Z"}"#.into()),
+        (EventKind::TaskFailed, r#"{"taskId":43,"boardId":10,"userId":"u-ai","title":"번역","errorMessage":"timeout","timestamp":"2026-02-06T01:00:00.000Z"}"#.into()),
+    ]
+}
+
+struct Env {
+    kafka: MockKafka,
+    db: TestDb,
+    prefix: String,
+    topics: TopicMap,
+    group: String,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let topics = TopicMap::default();
+        Env {
+            kafka: MockKafka::new(&topics),
+            db: TestDb::new().await,
+            prefix: format!("{}:notification:", unique_name("redis")),
+            topics,
+            group: unique_name("group"),
+        }
+    }
+
+    fn config(&self) -> IngestConfig {
+        let mut config =
+            IngestConfig::new(&self.kafka.bootstrap, &self.db.url, &support::redis_url());
+        config.group_id = self.group.clone();
+        config.channels = Channels::new(self.prefix.clone());
+        config.zone = "Asia/Seoul".parse::<Zone>().unwrap();
+        config.retry_interval = Duration::from_millis(50);
+        config.shutdown_deadline = Duration::from_secs(5);
+        config.kafka_properties = vec![
+            ("session.timeout.ms".into(), "6000".into()),
+            ("heartbeat.interval.ms".into(), "500".into()),
+        ];
+        config
+    }
+
+    async fn start(&self, config: IngestConfig) -> Running {
+        let ingest = Ingest::new(config).await.expect("ingest starts");
+        let metrics = ingest.metrics();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ingest.run(shutdown.clone()));
+        Running {
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn subscribe(&self) -> (redis_sub::Received, JoinHandle<()>) {
+        redis_sub::subscribe(&support::redis_url(), &self.prefix).await
+    }
+
+    async fn produce_all(&self, events: &[(EventKind, String)]) {
+        let producer = kafka::producer(&self.kafka.bootstrap);
+        for (kind, value) in events {
+            kafka::produce(
+                &producer,
+                self.topics.topic(*kind),
+                Some("k"),
+                value.as_bytes(),
+            )
+            .await;
+        }
+    }
+
+    fn dlt(&self, kind: EventKind) -> Vec<kafka::ReadRecord> {
+        kafka::read_all(
+            &self.kafka.bootstrap,
+            &format!("{}.DLT", self.topics.topic(kind)),
+        )
+    }
+}
+
+struct Running {
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "ingest did not stop cleanly: {result:?}"
+        );
+    }
+
+    fn total(&self, outcome: &str) -> u64 {
+        self.metrics.total(outcome)
+    }
+}
+
+async fn stored_notifications(db: &TestDb) -> Vec<Notification> {
+    let rows = sqlx::query("SELECT * FROM notifications ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| Notification {
+            id: row.get("id"),
+            user_id: text(row, "user_id"),
+            kind: text::<String>(row, "type").parse().unwrap(),
+            title: text(row, "title"),
+            message: text(row, "message"),
+            link: text(row, "link"),
+            status: text::<String>(row, "status").parse().unwrap(),
+            reference_id: text(row, "reference_id"),
+            reference_type: text(row, "reference_type"),
+            created_at: row.get::<chrono::NaiveDateTime, _>("created_at").and_utc(),
+            read_at: row
+                .get::<Option<chrono::NaiveDateTime>, _>("read_at")
+                .map(|t| t.and_utc()),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topic_is_stored_and_published_exactly() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let running = env.start(env.config()).await;
+    let events = sample_events();
+
+    env.produce_all(&events).await;
+
+    wait_until("13 rows", SETTLE, || async { env.db.count().await == 13 }).await;
+    wait_until("13 publishes", SETTLE, || async { received.len() == 13 }).await;
+    wait_until("timedeal committed", SETTLE, || async {
+        running.total("skipped") == 1
+    })
+    .await;
+    let zone: Zone = "Asia/Seoul".parse().unwrap();
+    let stored = stored_notifications(&env.db).await;
+    let published: HashMap<String, String> =
+        received.all().into_iter().map(|(c, p)| (p, c)).collect();
+    for (kind, value) in events
+        .iter()
+        .filter(|(k, _)| *k != EventKind::TimeDealStarted)
+    {
+        let expected = convert(*kind, value.as_bytes()).unwrap().unwrap();
+        let row = stored
+            .iter()
+            .find(|n| n.kind == expected.kind)
+            .unwrap_or_else(|| panic!("no row for {kind}"));
+        assert_eq!(
+            (
+                &row.user_id,
+                &row.title,
+                &row.message,
+                &row.link,
+                &row.reference_id,
+                &row.reference_type
+            ),
+            (
+                &expected.user_id,
+                &expected.title,
+                &expected.message,
+                &expected.link,
+                &expected.reference_id,
+                &expected.reference_type
+            ),
+            "{kind}: stored row"
+        );
+        assert_eq!(row.status, Status::Unread);
+        let json = row.to_json(&zone);
+        let channel = published
+            .get(&json)
+            .unwrap_or_else(|| panic!("{kind}: {json} was not published"));
+        assert_eq!(
+            channel,
+            &format!("{}{}", env.prefix, row.user_id),
+            "{kind}: channel"
+        );
+    }
+    // Spot-check the byte-exact payload of one notification (SPEC 2.5 shape, Seoul time).
+    let order = stored
+        .iter()
+        .find(|n| n.kind.as_str() == "ORDER_CREATED")
+        .unwrap();
+    let expected_json = format!(
+        r#"{{"id":{},"userId":"u-shop","type":"ORDER_CREATED","title":"주문이 접수되었습니다","message":"3개 상품, 59,000원 결제 대기중","link":"/shopping/orders/ORD-1","status":"UNREAD","referenceId":"ORD-1","referenceType":"order","createdAt":"{}","readAt":null}}"#,
+        order.id,
+        zone.format(order.created_at)
+    );
+    assert!(published.contains_key(&expected_json), "{expected_json}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_twice_is_stored_once_and_published_once() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let running = env.start(env.config()).await;
+    let created = (
+        EventKind::OrderCreated,
+        r#"{"orderNumber":"ORD-9","userId":"u9","totalAmount":1000,"itemCount":1}"#.to_owned(),
+    );
+    let cancelled = (
+        EventKind::OrderCancelled,
+        r#"{"orderNumber":"ORD-9","userId":"u9"}"#.to_owned(),
+    );
+
+    env.produce_all(&[created.clone(), created, cancelled])
+        .await;
+
+    wait_until("two rows", SETTLE, || async { env.db.count().await == 2 }).await;
+    wait_until("duplicate counted", SETTLE, || async {
+        running.total("duplicate") == 1
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let messages = received.all();
+    assert_eq!(
+        messages.len(),
+        2,
+        "one publish per stored row: {messages:?}"
+    );
+    assert!(messages.iter().any(|(_, p)| p.contains("ORDER_CREATED")));
+    assert!(messages.iter().any(|(_, p)| p.contains("ORDER_CANCELLED")));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dlt_and_the_stream_moves_on() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let running = env.start(env.config()).await;
+    let topic = env.topics.topic(EventKind::OrderCreated).to_owned();
+    let producer = kafka::producer(&env.kafka.bootstrap);
+    let big = format!(
+        r#"{{"userId":"u","orderNumber":"O","pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("not-json", b"this is not json".to_vec()),
+        ("no-user", br#"{"orderNumber":"ORD-P"}"#.to_vec()),
+        ("too-big", big.into_bytes()),
+        (
+            "wrong-type",
+            br#"{"userId":"u","orderNumber":"ORD-W","itemCount":"three"}"#.to_vec(),
+        ),
+    ];
+    // All on one partition (same key), followed by a good record.
+    for (_, value) in &poison {
+        kafka::produce(&producer, &topic, Some("same-key"), value).await;
+    }
+    let good = br#"{"userId":"u-good","orderNumber":"ORD-G","totalAmount":10,"itemCount":1}"#;
+    kafka::produce(&producer, &topic, Some("same-key"), good).await;
+
+    wait_until("the good record stored", SETTLE, || async {
+        env.db.count().await == 1
+    })
+    .await;
+    wait_until("4 dead letters counted", SETTLE, || async {
+        running.total("dead_lettered") == 4
+    })
+    .await;
+    let bootstrap = env.kafka.bootstrap.clone();
+    let dlt_topic = format!("{topic}.DLT");
+    let letters = tokio::task::spawn_blocking(move || kafka::read_all(&bootstrap, &dlt_topic))
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 4, "every poison record is in the DLT");
+    let mut letters = letters;
+    letters.sort_by_key(|l| {
+        i64::from_be_bytes(
+            l.header("kafka_dlt-original-offset")
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        )
+    });
+    let source_partition = i32::from_be_bytes(
+        letters[0]
+            .header("kafka_dlt-original-partition")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let expected_kinds = [
+        "InvalidEvent.MalformedJson",
+        "InvalidEvent.MissingField",
+        "InvalidEvent.TooLarge",
+        "InvalidEvent.MalformedJson",
+    ];
+    for (i, (letter, (_, value))) in letters.iter().zip(&poison).enumerate() {
+        assert_eq!(
+            letter.value.as_deref(),
+            Some(value.as_slice()),
+            "original value bytes unchanged"
+        );
+        assert_eq!(
+            letter.key.as_deref(),
+            Some(b"same-key".as_slice()),
+            "original key"
+        );
+        assert_eq!(letter.partition, source_partition, "same partition number");
+        assert_eq!(
+            letter.header_text("kafka_dlt-original-topic").as_deref(),
+            Some(topic.as_str())
+        );
+        assert_eq!(
+            letter
+                .header_text("kafka_dlt-original-consumer-group")
+                .as_deref(),
+            Some(env.group.as_str())
+        );
+        assert_eq!(
+            letter.header_text("kafka_dlt-exception-fqcn").as_deref(),
+            Some(expected_kinds[i])
+        );
+        assert!(
+            !letter
+                .header_text("kafka_dlt-exception-message")
+                .unwrap()
+                .is_empty()
+        );
+        let ts = i64::from_be_bytes(
+            letter
+                .header("kafka_dlt-original-timestamp")
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        );
+        assert!(ts > 1_600_000_000_000, "original timestamp in ms: {ts}");
+    }
+    let offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| {
+            i64::from_be_bytes(
+                l.header("kafka_dlt-original-offset")
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, [0, 1, 2, 3]);
+    // The group's committed offset moved past the poison and the good record.
+    let (bootstrap, group, t) = (
+        env.kafka.bootstrap.clone(),
+        env.group.clone(),
+        topic.clone(),
+    );
+    wait_until("offset committed past the poison", SETTLE, || {
+        let (bootstrap, group, t) = (bootstrap.clone(), group.clone(), t.clone());
+        async move {
+            let committed = tokio::task::spawn_blocking(move || {
+                kafka::committed(&bootstrap, &group, &t, kafka::PARTITIONS)
+            })
+            .await
+            .unwrap();
+            committed[source_partition as usize] == 5
+        }
+    })
+    .await;
+    assert_eq!(received.len(), 1, "only the good record was published");
+    running.stop().await;
+}
+
+/// Produces `n` distinct order events spread over all partitions.
+async fn produce_orders(env: &Env, from: usize, n: usize) -> Vec<String> {
+    let producer = kafka::producer(&env.kafka.bootstrap);
+    let topic = env.topics.topic(EventKind::OrderCreated);
+    let mut orders = Vec::with_capacity(n);
+    let mut pending = Vec::with_capacity(n);
+    for i in from..from + n {
+        let order = format!("ORD-{i:06}");
+        let value = format!(
+            r#"{{"orderNumber":"{order}","userId":"user-{}","totalAmount":{i},"itemCount":1}}"#,
+            i % 50
+        );
+        let record = rdkafka::producer::FutureRecord::to(topic)
+            .key(order.as_str())
+            .payload(value.as_str());
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        orders.push(order);
+    }
+    for delivery in pending {
+        delivery
+            .await
+            .expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+    orders
+}
+
+async fn assert_each_order_stored_once(db: &TestDb, orders: &[String]) {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(reference_id AS CHAR) FROM notifications WHERE type = 'ORDER_CREATED'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), orders.len(), "one row per event");
+    let distinct: HashSet<&String> = rows.iter().collect();
+    assert_eq!(distinct.len(), orders.len(), "no order stored twice");
+    for order in orders {
+        assert!(distinct.contains(order), "{order} is missing");
+    }
+}
+
+fn published_orders(received: &redis_sub::Received) -> HashSet<String> {
+    received
+        .all()
+        .iter()
+        .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+        .filter_map(|v| v["referenceId"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn redis_addr() -> std::net::SocketAddr {
+    "127.0.0.1:6379".parse().unwrap()
+}
+
+fn mysql_addr() -> std::net::SocketAddr {
+    "127.0.0.1:3306".parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_loses_and_doubles_nothing() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let proxy = Proxy::start(mysql_addr()).await;
+    let mut config = env.config();
+    config.database_url = env
+        .db
+        .url
+        .replace("127.0.0.1:3306", &proxy.addr.to_string());
+    config.batch_size = 200;
+    let running = env.start(config).await;
+
+    let mut orders = produce_orders(&env, 0, 2500).await;
+    wait_until("some rows before the outage", SETTLE, || async {
+        env.db.count().await > 0
+    })
+    .await;
+    proxy.cut();
+    orders.extend(produce_orders(&env, 2500, 2500).await);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = env.db.count().await;
+    assert!(during < 5000, "nothing can be stored through a cut proxy");
+    proxy.restore();
+
+    wait_until("5000 rows", Duration::from_secs(120), || async {
+        env.db.count().await == 5000
+    })
+    .await;
+    assert_each_order_stored_once(&env.db, &orders).await;
+    wait_until("all published", SETTLE, || async {
+        published_orders(&received).len() == 5000
+    })
+    .await;
+    assert_eq!(running.total("dead_lettered"), 0);
+    assert!(
+        env.dlt(EventKind::OrderCreated).is_empty(),
+        "nothing dead-lettered for an outage"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_delays_publishes_but_loses_none() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let proxy = Proxy::start(redis_addr()).await;
+    let mut config = env.config();
+    config.redis_url = format!("redis://{}/", proxy.addr);
+    config.batch_size = 200;
+    let running = env.start(config).await;
+
+    let mut orders = produce_orders(&env, 0, 1000).await;
+    wait_until("first publishes", SETTLE, || async {
+        !received.all().is_empty()
+    })
+    .await;
+    proxy.cut();
+    orders.extend(produce_orders(&env, 1000, 1000).await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+
+    wait_until(
+        "every order published",
+        Duration::from_secs(120),
+        || async { published_orders(&received).len() == 2000 },
+    )
+    .await;
+    assert_each_order_stored_once(&env.db, &orders).await;
+    assert_eq!(running.total("dead_lettered"), 0);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_killed_mid_stream_resumes_without_loss() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let mut config = env.config();
+    config.batch_size = 100;
+    let first = env.start(config.clone()).await;
+    let mut orders = produce_orders(&env, 0, 3000).await;
+    wait_until("some progress", SETTLE, || async {
+        env.db.count().await >= 300
+    })
+    .await;
+
+    first.task.abort(); // a crash: no drain, no final commit
+    let _ = first.task.await;
+    orders.extend(produce_orders(&env, 3000, 1000).await);
+    let second = env.start(config).await;
+
+    wait_until("4000 rows", Duration::from_secs(120), || async {
+        env.db.count().await == 4000
+    })
+    .await;
+    assert_each_order_stored_once(&env.db, &orders).await;
+    wait_until("all published", SETTLE, || async {
+        published_orders(&received).len() == 4000
+    })
+    .await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_survive_losing_one() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let mut config = env.config();
+    config.batch_size = 50;
+    let a = env.start(config.clone()).await;
+    let b = env.start(config).await;
+    // Keep producing until the group has settled on both members and each has stored some.
+    let mut orders = Vec::new();
+    for round in 0..60 {
+        orders.extend(produce_orders(&env, round * 100, 100).await);
+        if a.total("stored") > 0 && b.total("stored") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        a.total("stored") > 0 && b.total("stored") > 0,
+        "both instances got partitions"
+    );
+    let before_kill = orders.len();
+    b.task.abort();
+    let _ = b.task.await;
+    orders.extend(produce_orders(&env, 10_000, 1000).await);
+    let total = (before_kill + 1000) as i64;
+
+    wait_until("every row", Duration::from_secs(120), || async {
+        env.db.count().await == total
+    })
+    .await;
+    assert_each_order_stored_once(&env.db, &orders).await;
+    wait_until("all published", SETTLE, || async {
+        published_orders(&received).len() == total as usize
+    })
+    .await;
+    a.stop().await;
+}
