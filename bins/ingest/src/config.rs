@@ -95,7 +95,7 @@ pub struct RunArgs {
     pub retry_max_attempts: u32,
 
     /// Records per batch (one transaction, one offset commit).
-    #[arg(long = "batch-size", env = "INGEST_BATCH_SIZE", default_value_t = 1000)]
+    #[arg(long = "batch-size", env = "INGEST_BATCH_SIZE", default_value_t = 4000)]
     pub batch_size: usize,
     /// How long a batch waits to fill up once its first record arrived.
     #[arg(
@@ -104,6 +104,13 @@ pub struct RunArgs {
         default_value_t = 5
     )]
     pub batch_linger_ms: u64,
+    /// Concurrent store transactions per batch; a partition's records always share one.
+    #[arg(
+        long = "store-parallelism",
+        env = "INGEST_STORE_PARALLELISM",
+        default_value_t = 1
+    )]
+    pub store_parallelism: usize,
     /// Record values larger than this are dead-lettered unread.
     #[arg(long = "max-event-bytes", env = "INGEST_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_event_bytes: usize,
@@ -148,6 +155,7 @@ pub struct IngestConfig {
     pub batch_size: usize,
     pub batch_linger: Duration,
     pub max_event_bytes: usize,
+    pub store_parallelism: usize,
     pub dlt_replication_factor: i32,
     /// `None`: no admin listener (tests that do not need one).
     pub admin_addr: Option<SocketAddr>,
@@ -169,9 +177,10 @@ impl IngestConfig {
             zone: Zone::utc(),
             retry_interval: Duration::from_millis(1000),
             retry_max_attempts: 3,
-            batch_size: 1000,
+            batch_size: 4000,
             batch_linger: Duration::from_millis(5),
             max_event_bytes: 1024 * 1024,
+            store_parallelism: 1,
             dlt_replication_factor: 1,
             admin_addr: None,
             shutdown_deadline: Duration::from_secs(20),
@@ -200,6 +209,7 @@ impl TryFrom<RunArgs> for IngestConfig {
             batch_size: args.batch_size,
             batch_linger: Duration::from_millis(args.batch_linger_ms),
             max_event_bytes: args.max_event_bytes,
+            store_parallelism: args.store_parallelism.max(1),
             dlt_replication_factor: args.dlt_replication_factor,
             admin_addr: Some(args.admin_addr),
             shutdown_deadline: Duration::from_millis(args.shutdown_deadline_ms),

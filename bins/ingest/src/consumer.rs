@@ -1,10 +1,12 @@
 //! The Kafka side: the consumer group, batching, and offset commits.
 //!
 //! Records are taken in batches (up to `batch_size`, waiting at most `batch_linger` after
-//! the first) and handed to the [`Pipeline`]; one task processes one batch at a time, so the
-//! order within each partition is kept. After a batch is durable, each partition's offset
-//! is committed past the batch's highest offset there — never past a record still in
-//! flight. Auto-commit and the offset store are off.
+//! the first). Two stages run concurrently, each strictly in batch order, so the order within
+//! each partition is kept: this task stores batch N+1 while a publisher task publishes batch
+//! N. The hand-over queue holds one batch (backpressure: storing waits for publishing).
+//! After a batch is published, each partition's offset is committed past the batch's
+//! highest offset there — never past a record still in flight. Auto-commit and the offset
+//! store are off.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,13 +16,14 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::config::IngestConfig;
 use crate::dlt::DltProducer;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Record};
+use crate::pipeline::{Pipeline, Record, Staged};
 use crate::publish::Publisher;
 use crate::store::{self, Store};
 
@@ -47,8 +50,8 @@ impl ConsumerContext for IngestContext {}
 /// A configured ingest instance, ready to run.
 pub struct Ingest {
     config: IngestConfig,
-    consumer: StreamConsumer<IngestContext>,
-    pipeline: Pipeline,
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    pipeline: Arc<Pipeline>,
     metrics: Metrics,
     health: Arc<Health>,
 }
@@ -103,11 +106,12 @@ impl Ingest {
             retry_interval: config.retry_interval,
             retry_max_attempts: config.retry_max_attempts,
             max_event_bytes: config.max_event_bytes,
+            store_parallelism: config.store_parallelism,
         };
         Ok(Ingest {
             config,
-            consumer,
-            pipeline,
+            consumer: Arc::new(consumer),
+            pipeline: Arc::new(pipeline),
             metrics,
             health,
         })
@@ -139,10 +143,22 @@ impl Ingest {
         }
     }
 
-    /// Consumes until `shutdown`; then finishes the batch in flight (bounded by the shutdown
-    /// deadline), commits, and returns.
+    /// Consumes until `shutdown`; then finishes the batches in flight (bounded by the
+    /// shutdown deadline), commits, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let batch_size = self.config.batch_size;
+        let deadline = self.config.shutdown_deadline;
+        let (to_publish, mut staged_batches) = mpsc::channel::<Staged>(1);
+        let publisher = {
+            let pipeline = self.pipeline.clone();
+            let consumer = self.consumer.clone();
+            tokio::spawn(async move {
+                while let Some(staged) = staged_batches.recv().await {
+                    pipeline.publish_stage(&staged).await;
+                    commit(&consumer, &staged.records);
+                }
+            })
+        };
         self.health.set_consuming(true);
         tracing::info!(group = %self.config.group_id, topics = self.config.topics.topics().len(), "consuming");
         loop {
@@ -174,12 +190,17 @@ impl Ingest {
                 }
             }
 
-            let work = self.pipeline.process(&records);
-            match shared::shutdown::drain(&shutdown, self.config.shutdown_deadline, work).await {
-                Some(()) => self.commit(&records, CommitMode::Async),
+            let count = records.len();
+            let stored = async {
+                let staged = self.pipeline.store_stage(records).await;
+                to_publish.send(staged).await.is_ok()
+            };
+            match shared::shutdown::drain(&shutdown, deadline, stored).await {
+                Some(true) => {}
+                Some(false) => anyhow::bail!("the publisher stage stopped"),
                 None => {
                     tracing::warn!(
-                        records = records.len(),
+                        records = count,
                         "shutdown deadline passed; the batch in flight is left uncommitted and will be consumed again"
                     );
                     break;
@@ -187,6 +208,14 @@ impl Ingest {
             }
         }
         self.health.set_consuming(false);
+        drop(to_publish);
+        let abort = publisher.abort_handle();
+        if tokio::time::timeout(deadline, publisher).await.is_err() {
+            abort.abort();
+            tracing::warn!(
+                "shutdown deadline passed while publishing; unpublished batches stay uncommitted"
+            );
+        }
         // Make the last asynchronous commit durable before leaving the group.
         if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%err, "final commit");
@@ -194,26 +223,26 @@ impl Ingest {
         tracing::info!("ingest stopped");
         Ok(())
     }
+}
 
-    /// Commits, per partition, the offset after the batch's highest record there.
-    fn commit(&self, records: &[Record], mode: CommitMode) {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for record in records {
-            let entry = next.entry((&record.topic, record.partition)).or_insert(0);
-            *entry = (*entry).max(record.offset + 1);
+/// Commits, per partition, the offset after the batch's highest record there.
+fn commit(consumer: &StreamConsumer<IngestContext>, records: &[Record]) {
+    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+    for record in records {
+        let entry = next.entry((&record.topic, record.partition)).or_insert(0);
+        *entry = (*entry).max(record.offset + 1);
+    }
+    let mut list = TopicPartitionList::with_capacity(next.len());
+    for ((topic, partition), offset) in next {
+        if let Err(err) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            tracing::warn!(%err, "cannot build the offset commit");
+            return;
         }
-        let mut list = TopicPartitionList::with_capacity(next.len());
-        for ((topic, partition), offset) in next {
-            if let Err(err) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-                tracing::warn!(%err, "cannot build the offset commit");
-                return;
-            }
-        }
-        if let Err(err) = self.consumer.commit(&list, mode) {
-            // After a rebalance the partition's new owner consumes these records again;
-            // dedup makes that harmless.
-            tracing::warn!(%err, "offset commit failed");
-        }
+    }
+    if let Err(err) = consumer.commit(&list, CommitMode::Async) {
+        // After a rebalance the partition's new owner consumes these records again;
+        // dedup makes that harmless.
+        tracing::warn!(%err, "offset commit failed");
     }
 }
 

@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 pub const DLT_SUFFIX: &str = ".DLT";
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const H_TOPIC: &str = "kafka_dlt-original-topic";
 pub const H_PARTITION: &str = "kafka_dlt-original-partition";
@@ -116,7 +117,13 @@ impl DltProducer {
                     NewTopic::new(name, *partitions, TopicReplication::Fixed(replication))
                 })
                 .collect();
-            match admin.create_topics(&topics, &AdminOptions::new()).await {
+            match admin
+                .create_topics(
+                    &topics,
+                    &AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)),
+                )
+                .await
+            {
                 Ok(results) => {
                     for result in results {
                         match result {

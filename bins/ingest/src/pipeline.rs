@@ -10,6 +10,7 @@
 //!   abandoned batch is not committed, so it is consumed again.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,9 @@ use crate::admin::{Dependency, Health};
 use crate::dlt::{DeadLetter, DltProducer};
 use crate::metrics::Metrics;
 use crate::publish::{Outgoing, Publisher};
-use crate::store::{Incoming, Outcome, SourceRecord, Store, StoreError};
+use futures_util::future::join_all;
+
+use crate::store::{Incoming, Outcome, SourceRecord, Store, StoreError, Stored};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -77,6 +80,18 @@ pub struct Pipeline {
     pub retry_interval: Duration,
     pub retry_max_attempts: u32,
     pub max_event_bytes: usize,
+    /// Concurrent store transactions per batch (split by partition).
+    pub store_parallelism: usize,
+}
+
+/// A batch that is stored (and dead-lettered where needed) but not yet published.
+pub struct Staged {
+    /// The batch's records, for the offset commit after publishing.
+    pub records: Vec<Record>,
+    outgoing: Vec<Outgoing>,
+    timestamps: Vec<i64>,
+    tally: Tally,
+    started: Instant,
 }
 
 /// Per-topic outcome counts of one batch, applied to the metrics at the end.
@@ -90,9 +105,8 @@ impl Tally {
 }
 
 impl Pipeline {
-    /// Processes `records` until all their work is durable. Cancel-safe: dropping the
-    /// future leaves nothing committed (the records are consumed again).
-    pub async fn process(&self, records: &[Record]) {
+    /// Decodes, dead-letters and stores a batch; returns what remains to publish.
+    pub async fn store_stage(&self, records: Vec<Record>) -> Staged {
         let started = Instant::now();
         let mut tally = Tally::default();
         let mut letters = Vec::new();
@@ -115,9 +129,11 @@ impl Pipeline {
             }
         }
 
+        let decoded = started.elapsed();
         let stored = self
-            .store_all(records, &to_store, &mut letters, &mut tally)
+            .store_all(&records, &to_store, &mut letters, &mut tally)
             .await;
+        let stored_at = started.elapsed();
         for letter in &letters {
             tally.add(&letter.topic, "dead_lettered");
         }
@@ -145,20 +161,43 @@ impl Pipeline {
                 timestamps.extend(records[*index].timestamp_ms);
             }
         }
-        self.publish_all(&outgoing).await;
+        tracing::debug!(
+            records = records.len(),
+            decode_ms = decoded.as_secs_f64() * 1e3,
+            store_ms = (stored_at - decoded).as_secs_f64() * 1e3,
+            "batch stored"
+        );
+        Staged {
+            records,
+            outgoing,
+            timestamps,
+            tally,
+            started,
+        }
+    }
 
+    /// Publishes a stored batch (waiting out a Redis outage) and counts it. The caller
+    /// commits the batch's offsets afterwards.
+    pub async fn publish_stage(&self, staged: &Staged) {
+        let publish_started = Instant::now();
+        self.publish_all(&staged.outgoing).await;
+        tracing::debug!(
+            messages = staged.outgoing.len(),
+            publish_ms = publish_started.elapsed().as_secs_f64() * 1e3,
+            "batch published"
+        );
         let now_ms = chrono::Utc::now().timestamp_millis();
-        for ts in timestamps {
+        for ts in &staged.timestamps {
             let seconds = (now_ms - ts).max(0) as f64 / 1000.0;
             self.metrics.kafka_to_publish_seconds.observe(seconds);
         }
-        for ((topic, outcome), n) in tally.0 {
-            self.metrics.record(&topic, outcome, n);
+        for ((topic, outcome), n) in &staged.tally.0 {
+            self.metrics.record(topic, outcome, *n);
         }
-        self.metrics.batch_size.observe(records.len() as f64);
+        self.metrics.batch_size.observe(staged.records.len() as f64);
         self.metrics
             .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(staged.started.elapsed().as_secs_f64());
     }
 
     fn decode(
@@ -200,15 +239,58 @@ impl Pipeline {
         }
     }
 
-    /// Stores the batch in one transaction. When the database refuses the batch's data,
-    /// stores record by record to find the refused ones (retried, then dead-lettered).
+    /// Stores the batch as `store_parallelism` concurrent transactions. Records of one
+    /// partition always go to the same transaction, in order, so per-partition order holds;
+    /// keys shared across transactions are settled by the UNIQUE index.
     async fn store_all(
         &self,
         records: &[Record],
         to_store: &[(usize, Incoming)],
         letters: &mut Vec<DeadLetter>,
         tally: &mut Tally,
-    ) -> Vec<Option<crate::store::Stored>> {
+    ) -> Vec<Option<Stored>> {
+        let groups = self.store_parallelism.max(1);
+        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); groups];
+        for (position, (index, _)) in to_store.iter().enumerate() {
+            let record = &records[*index];
+            parts[partition_group(&record.topic, record.partition, groups)].push(position);
+        }
+        let stores =
+            parts
+                .iter()
+                .filter(|positions| !positions.is_empty())
+                .map(|positions| async move {
+                    let items: Vec<(usize, Incoming)> =
+                        positions.iter().map(|p| to_store[*p].clone()).collect();
+                    let mut letters = Vec::new();
+                    let mut tally = Tally::default();
+                    let results = self
+                        .store_group(records, &items, &mut letters, &mut tally)
+                        .await;
+                    (positions, results, letters, tally)
+                });
+        let mut merged = vec![None; to_store.len()];
+        for (positions, results, group_letters, group_tally) in join_all(stores).await {
+            for (position, result) in positions.iter().zip(results) {
+                merged[*position] = result;
+            }
+            letters.extend(group_letters);
+            for (key, n) in group_tally.0 {
+                *tally.0.entry(key).or_default() += n;
+            }
+        }
+        merged
+    }
+
+    /// Stores one group in one transaction. When the database refuses the group's data,
+    /// stores record by record to find the refused ones (retried, then dead-lettered).
+    async fn store_group(
+        &self,
+        records: &[Record],
+        to_store: &[(usize, Incoming)],
+        letters: &mut Vec<DeadLetter>,
+        tally: &mut Tally,
+    ) -> Vec<Option<Stored>> {
         let batch: Vec<Incoming> = to_store.iter().map(|(_, i)| i.clone()).collect();
         let mut backoff = Backoff::new(Dependency::Database);
         let rejected = loop {
@@ -285,6 +367,13 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Which concurrent store transaction a partition's records go to.
+fn partition_group(topic: &str, partition: i32, groups: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (topic, partition).hash(&mut hasher);
+    (hasher.finish() % groups as u64) as usize
 }
 
 /// Capped exponential backoff while a dependency is unavailable; flips readiness.

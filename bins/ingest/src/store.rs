@@ -20,8 +20,11 @@ use sqlx::{Connection, Executor, MySql, QueryBuilder, Row, Transaction};
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// Rows per INSERT statement (12 placeholders a row, well under the 65 535 limit).
-const ROWS_PER_STATEMENT: usize = 1_000;
+/// Most rows per statement. Statements are cut into power-of-two sizes up to this (512,
+/// then 256, 128, ... for the rest), so a connection only ever prepares ten distinct INSERT
+/// and ten SELECT texts and reuses them from its statement cache: preparing a statement of
+/// thousands of placeholders for every odd-sized batch costs more than the insert itself.
+const MAX_ROWS_PER_STATEMENT: usize = 512;
 /// Lock conflicts (deadlock, lock wait timeout) are retried this many times in place.
 const CONFLICT_RETRIES: u32 = 5;
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(20);
@@ -248,16 +251,33 @@ impl Store {
         write_batch: i64,
     ) -> Result<HashMap<DedupKey, ExistingRow>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        for chunk in order.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(order) {
             insert_chunk(&mut tx, batch, chunk, created_at, write_batch).await?;
         }
         let mut rows = HashMap::with_capacity(order.len());
-        for chunk in order.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(order) {
             read_chunk(&mut tx, chunk, &mut rows).await?;
         }
         tx.commit().await?;
         Ok(rows)
     }
+}
+
+/// Splits `items` into chunks of power-of-two sizes, largest first.
+fn statement_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let size = if items.len() >= MAX_ROWS_PER_STATEMENT {
+            MAX_ROWS_PER_STATEMENT
+        } else {
+            1 << items.len().ilog2()
+        };
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
 }
 
 /// A row as read back after the insert.
@@ -352,4 +372,19 @@ fn is_lock_conflict(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|db| db.try_downcast_ref::<MySqlDatabaseError>())
         .is_some_and(|db| matches!(db.number(), 1205 | 1213))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_chunks;
+
+    #[test]
+    fn statements_use_few_distinct_sizes() {
+        let items: Vec<u32> = (0..1357).collect();
+        let sizes: Vec<usize> = statement_chunks(&items).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [512, 512, 256, 64, 8, 4, 1]);
+        let joined: Vec<u32> = statement_chunks(&items).flatten().copied().collect();
+        assert_eq!(joined, items, "every item once, in order");
+        assert_eq!(statement_chunks::<u32>(&[]).count(), 0);
+    }
 }
