@@ -84,10 +84,12 @@ impl Env {
     async fn start(&self, config: IngestConfig) -> Running {
         let ingest = Ingest::new(config).await.expect("ingest starts");
         let metrics = ingest.metrics();
+        let health = ingest.health();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(ingest.run(shutdown.clone()));
         Running {
             metrics,
+            health,
             shutdown,
             task,
         }
@@ -120,6 +122,7 @@ impl Env {
 
 struct Running {
     metrics: Metrics,
+    health: std::sync::Arc<ingest::admin::Health>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -495,6 +498,10 @@ async fn a_database_outage_loses_and_doubles_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = env.db.count().await;
     assert!(during < 5000, "nothing can be stored through a cut proxy");
+    assert!(
+        !running.health.ready(),
+        "not ready while the database is away"
+    );
     proxy.restore();
 
     wait_until("5000 rows", Duration::from_secs(120), || async {
@@ -612,4 +619,114 @@ async fn two_instances_share_the_partitions_and_survive_losing_one() {
     })
     .await;
     a.stop().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_reports_health_readiness_and_metrics() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    let ingest = Ingest::new(config).await.unwrap();
+    let admin_shutdown = CancellationToken::new();
+    let addr = ingest.serve_admin(&admin_shutdown).await.unwrap().unwrap();
+    assert!(
+        http_get(addr, "/readyz").await.starts_with("HTTP/1.1 503"),
+        "not ready before consuming"
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(ingest.run(shutdown.clone()));
+    env.produce_all(&[(
+        EventKind::OrderCreated,
+        r#"{"orderNumber":"ORD-M","userId":"u","totalAmount":1}"#.to_owned(),
+    )])
+    .await;
+
+    wait_until("stored", SETTLE, || async { env.db.count().await == 1 }).await;
+    assert!(http_get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    let metrics = http_get(addr, "/metrics").await;
+    assert!(
+        metrics
+            .contains(r#"ingest_records_total{outcome="stored",topic="shopping.order.created"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ingest_kafka_to_publish_seconds_count 1"),
+        "{metrics}"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    admin_shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlt_replay_republishes_dead_letters_to_their_original_topic() {
+    let env = Env::new().await;
+    let topic = env.topics.topic(EventKind::PaymentFailed).to_owned();
+    let dlt = ingest::dlt::DltProducer::new(&env.kafka.bootstrap, &[], &env.group).unwrap();
+    dlt.ensure_topics(&env.kafka.bootstrap, &[], &[topic.as_str()], 1)
+        .await;
+    for (partition, offset, value) in [(2, 7, "first"), (1, 8, "second"), (2, 9, "third")] {
+        let letter = ingest::dlt::DeadLetter {
+            topic: topic.clone(),
+            partition,
+            offset,
+            timestamp_ms: Some(1_770_000_000_000),
+            key: Some(format!("key-{offset}").into_bytes()),
+            value: Some(value.as_bytes().to_vec()),
+            error_kind: "InvalidEvent.MissingField".into(),
+            error_message: "required field `userId` is missing or blank".into(),
+        };
+        dlt.send(&letter).await.unwrap();
+    }
+
+    let request = ingest::replay::ReplayRequest {
+        bootstrap_servers: env.kafka.bootstrap.clone(),
+        properties: Vec::new(),
+        dlt_topic: format!("{topic}.DLT"),
+        from_offset: None,
+        limit: Some(2),
+    };
+    let replayed = ingest::replay::replay(&request).await.unwrap();
+
+    assert_eq!(replayed, 2, "the limit is honoured");
+    let bootstrap = env.kafka.bootstrap.clone();
+    let t = topic.clone();
+    let back = tokio::task::spawn_blocking(move || kafka::read_all(&bootstrap, &t))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 2);
+    for record in &back {
+        let value = String::from_utf8(record.value.clone().unwrap()).unwrap();
+        let (partition, offset) = match value.as_str() {
+            "first" => (2, 7),
+            "second" => (1, 8),
+            "third" => (2, 9),
+            other => panic!("unexpected {other}"),
+        };
+        assert_eq!(
+            record.partition, partition,
+            "back on its original partition"
+        );
+        assert_eq!(
+            record.key.as_deref(),
+            Some(format!("key-{offset}").as_bytes())
+        );
+    }
+    let mut bad = request.clone();
+    bad.dlt_topic = topic;
+    assert!(
+        ingest::replay::replay(&bad).await.is_err(),
+        "only DLT topics are replayed"
+    );
 }
