@@ -281,6 +281,26 @@ async fn replaying_the_same_record_is_a_same_source_duplicate() {
 }
 
 #[tokio::test]
+async fn ids_follow_the_input_order_of_a_batch() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool.clone());
+    let batch: Vec<Incoming> = (0..300)
+        .map(|i| incoming(order_created("u", &format!("O-{i}")), source("orders", i)))
+        .collect();
+    let ids: Vec<i64> = store
+        .store_batch(&batch)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.outcome.id())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids increase with input order"
+    );
+}
+
+#[tokio::test]
 async fn a_batch_replayed_whole_after_a_crash_is_all_same_source() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool.clone());

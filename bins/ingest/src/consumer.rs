@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
@@ -26,6 +27,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Record, Staged};
 use crate::publish::Publisher;
 use crate::store::{self, Store};
+
+/// Pause after a consumer error before polling again.
+const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
 /// Consumer callbacks: statistics → the consumer-lag gauge.
 pub struct IngestContext {
@@ -170,7 +174,9 @@ impl Ingest {
             match first {
                 Ok(message) => records.push(to_record(&message)),
                 Err(err) => {
+                    // librdkafka reconnects by itself; do not spin on a persistent error.
                     tracing::warn!(%err, "Kafka consumer error");
+                    tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
                     continue;
                 }
             }

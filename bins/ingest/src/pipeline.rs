@@ -250,6 +250,9 @@ impl Pipeline {
         tally: &mut Tally,
     ) -> Vec<Option<Stored>> {
         let groups = self.store_parallelism.max(1);
+        if groups == 1 {
+            return self.store_group(records, to_store, letters, tally).await;
+        }
         let mut parts: Vec<Vec<usize>> = vec![Vec::new(); groups];
         for (position, (index, _)) in to_store.iter().enumerate() {
             let record = &records[*index];

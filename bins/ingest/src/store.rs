@@ -190,14 +190,15 @@ impl Store {
             return Ok(Vec::new());
         }
         let keys: Vec<DedupKey> = batch.iter().map(|i| i.notification.dedup_key()).collect();
-        // The first input of each key is the one inserted; sorting by key gives concurrent
-        // writers one lock order, which avoids most deadlocks.
+        // The first input of each key is the one inserted. Rows are written in input order,
+        // so ids follow the Kafka order of a partition (the inbox lists by created_at, id);
+        // the rare deadlock between writers of overlapping keys is retried below.
         let mut firsts: HashMap<DedupKey, usize> = HashMap::with_capacity(batch.len());
         for (i, key) in keys.iter().enumerate() {
             firsts.entry(*key).or_insert(i);
         }
         let mut order: Vec<(DedupKey, usize)> = firsts.iter().map(|(k, i)| (*k, *i)).collect();
-        order.sort_unstable();
+        order.sort_unstable_by_key(|(_, index)| *index);
         let created_at = Utc::now().trunc_subsecs(3);
         let write_batch = rand::random::<i64>() & i64::MAX;
 
