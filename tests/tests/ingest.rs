@@ -678,12 +678,14 @@ async fn dlt_replay_republishes_dead_letters_to_their_original_topic() {
         .await;
     for (partition, offset, value) in [(2, 7, "first"), (1, 8, "second"), (2, 9, "third")] {
         let letter = ingest::dlt::DeadLetter {
-            topic: topic.clone(),
-            partition,
-            offset,
-            timestamp_ms: Some(1_770_000_000_000),
-            key: Some(format!("key-{offset}").into_bytes()),
-            value: Some(value.as_bytes().to_vec()),
+            record: ingest::pipeline::Record {
+                topic: topic.clone(),
+                partition,
+                offset,
+                timestamp_ms: Some(1_770_000_000_000),
+                key: Some(format!("key-{offset}").into_bytes()),
+                value: Some(value.as_bytes().to_vec()),
+            },
             error_kind: "InvalidEvent.MissingField".into(),
             error_message: "required field `userId` is missing or blank".into(),
         };

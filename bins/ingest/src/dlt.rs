@@ -14,6 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
+use crate::pipeline::Record;
+
 /// Suffix of a dead-letter topic.
 pub const DLT_SUFFIX: &str = ".DLT";
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,12 +38,7 @@ pub fn dlt_topic(topic: &str) -> String {
 /// A record to dead-letter, and why.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub record: Record,
     pub error_kind: String,
     pub error_message: String,
 }
@@ -152,21 +149,22 @@ impl DltProducer {
 
     /// Sends one dead letter and waits for the broker's acknowledgement.
     pub async fn send(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
-        let topic = dlt_topic(&letter.topic);
+        let original = &letter.record;
+        let topic = dlt_topic(&original.topic);
         let same_partition = {
             let known = self.partitions.lock().expect("partition map");
             known
                 .get(&topic)
-                .is_some_and(|count| letter.partition < *count)
+                .is_some_and(|count| original.partition < *count)
         };
-        let partition = same_partition.then_some(letter.partition);
+        let partition = same_partition.then_some(original.partition);
         let headers = OwnedHeaders::new()
-            .insert(header(H_TOPIC, letter.topic.as_bytes()))
-            .insert(header(H_PARTITION, &letter.partition.to_be_bytes()))
-            .insert(header(H_OFFSET, &letter.offset.to_be_bytes()))
+            .insert(header(H_TOPIC, original.topic.as_bytes()))
+            .insert(header(H_PARTITION, &original.partition.to_be_bytes()))
+            .insert(header(H_OFFSET, &original.offset.to_be_bytes()))
             .insert(header(
                 H_TIMESTAMP,
-                &letter.timestamp_ms.unwrap_or(-1).to_be_bytes(),
+                &original.timestamp_ms.unwrap_or(-1).to_be_bytes(),
             ))
             .insert(header(H_GROUP, self.group_id.as_bytes()))
             .insert(header(H_FQCN, letter.error_kind.as_bytes()))
@@ -175,10 +173,10 @@ impl DltProducer {
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
-        if let Some(key) = &letter.key {
+        if let Some(key) = &original.key {
             record = record.key(key.as_slice());
         }
-        if let Some(value) = &letter.value {
+        if let Some(value) = &original.value {
             record = record.payload(value.as_slice());
         }
         self.producer

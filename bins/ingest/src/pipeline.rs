@@ -135,7 +135,7 @@ impl Pipeline {
             .await;
         let stored_at = started.elapsed();
         for letter in &letters {
-            tally.add(&letter.topic, "dead_lettered");
+            tally.add(&letter.record.topic, "dead_lettered");
         }
         self.send_letters(&letters).await;
 
@@ -228,12 +228,7 @@ impl Pipeline {
             "dead-lettering record"
         );
         DeadLetter {
-            topic: record.topic.clone(),
-            partition: record.partition,
-            offset: record.offset,
-            timestamp_ms: record.timestamp_ms,
-            key: record.key.clone(),
-            value: record.value.clone(),
+            record: record.clone(),
             error_kind: err.kind().to_owned(),
             error_message: err.to_string(),
         }
