@@ -1,6 +1,10 @@
 //! `gateway`: delivers notifications to browsers over STOMP (SockJS and raw WebSocket) and
 //! serves the inbox REST API. This is the application seam: [`Gateway::bind`] binds the
 //! listener (port 0 in tests), [`Gateway::run`] serves until the shutdown token fires.
+//!
+//! Modules: [`stomp`] — the STOMP frame codec (pure).
+
+pub mod stomp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
