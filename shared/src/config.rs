@@ -14,6 +14,7 @@ use crate::time::Zone;
 pub struct DatabaseArgs {
     /// Database URL, e.g. mysql://user:password@host:3306/notification_db
     #[arg(
+        id = "database_url",
         long = "database-url",
         env = "DATABASE_URL",
         default_value = "mysql://root@127.0.0.1:3306/notification_db"

@@ -24,3 +24,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("gateway stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -143,3 +143,30 @@ pub async fn migrate(database: &DatabaseArgs) -> anyhow::Result<()> {
     pool.close().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_run_with_seed_defaults() {
+        let cli = Cli::try_parse_from(["ingest"]).unwrap();
+        assert!(cli.command.is_none());
+        let config = IngestConfig::try_from(cli.run).unwrap();
+        assert_eq!(config.group_id, "notification-group");
+        assert_eq!(config.bootstrap_servers, "localhost:9092");
+        assert_eq!(config.retry_max_attempts, 3);
+        assert_eq!(
+            config.retry_interval,
+            std::time::Duration::from_millis(1000)
+        );
+        assert_eq!(config.topics.topics().len(), 14);
+    }
+}

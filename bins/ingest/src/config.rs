@@ -44,7 +44,7 @@ fn parse_property(pair: &str) -> Result<(String, String), String> {
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Full Redis URL; overrides REDIS_HOST/REDIS_PORT.
-    #[arg(long = "redis-url", env = "REDIS_URL")]
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL")]
     pub url: Option<String>,
     /// Redis host.
     #[arg(long = "redis-host", env = "REDIS_HOST", default_value = "localhost")]
