@@ -2,8 +2,10 @@
 //! serves the inbox REST API. This is the application seam: [`Gateway::bind`] binds the
 //! listener (port 0 in tests), [`Gateway::run`] serves until the shutdown token fires.
 //!
-//! Modules: [`stomp`] — the STOMP frame codec (pure).
+//! Modules: [`stomp`] — the STOMP frame codec; [`session`] — the STOMP session state
+//! machine (both pure).
 
+pub mod session;
 pub mod stomp;
 
 use std::net::SocketAddr;
