@@ -5,6 +5,7 @@
 //! Modules: [`stomp`] — the STOMP frame codec; [`session`] — the STOMP session state
 //! machine (both pure).
 
+pub mod auth;
 pub mod session;
 pub mod stomp;
 
