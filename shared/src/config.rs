@@ -55,6 +55,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Redis connection (`REDIS_URL`, or `REDIS_HOST` + `REDIS_PORT` as in the seed).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Full Redis URL; overrides REDIS_HOST/REDIS_PORT.
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL")]
+    pub url: Option<String>,
+    /// Redis host.
+    #[arg(long = "redis-host", env = "REDIS_HOST", default_value = "localhost")]
+    pub host: String,
+    /// Redis port.
+    #[arg(long = "redis-port", env = "REDIS_PORT", default_value_t = 6379)]
+    pub port: u16,
+    /// Channel prefix; a user's channel is PREFIX + userId.
+    #[arg(long = "redis-channel-prefix", env = "REDIS_CHANNEL_PREFIX", default_value = crate::channel::DEFAULT_PREFIX)]
+    pub channel_prefix: String,
+}
+
+impl RedisArgs {
+    pub fn url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("redis://{}:{}/", self.host, self.port))
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {

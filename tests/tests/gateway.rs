@@ -1,13 +1,22 @@
-//! The gateway process seam: binds, answers health checks, stops on shutdown.
+//! The gateway against real Redis: the process seam, and STOMP over raw WebSocket with
+//! ticket and JWT authentication, per-user relay, and refusals.
+
+mod support;
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+use gateway::auth::sign_hs256;
 use gateway::{Gateway, GatewayConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 const STOP_WITHIN: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "gateway-test-secret-of-at-least-32-bytes";
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -18,25 +27,331 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     response
 }
 
-#[tokio::test]
-async fn gateway_answers_healthz_and_stops_on_shutdown() {
-    let config = GatewayConfig {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-    };
-    let gateway = Gateway::bind(&config).await.unwrap();
-    let addr = gateway.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(gateway.run(shutdown.clone()));
+struct TestGateway {
+    addr: std::net::SocketAddr,
+    prefix: String,
+    ticket_prefix: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
 
-    let response = http_get(addr, "/healthz").await;
+async fn start_gateway() -> TestGateway {
+    let name = support::unique_name("gw");
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &support::redis_url());
+    config.redis.channel_prefix = format!("{name}:notification:");
+    config.ticket_prefix = format!("{name}:ws-ticket:");
+    config.jwt_keys = format!("key-default={SECRET}");
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::bind(&config, shutdown.clone()).await.unwrap();
+    let addr = gateway.local_addr().unwrap();
+    let task = tokio::spawn(gateway.run());
+    TestGateway {
+        addr,
+        prefix: config.redis.channel_prefix,
+        ticket_prefix: config.ticket_prefix,
+        shutdown,
+        task,
+    }
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(support::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn ticket_for(gw: &TestGateway, user: &str) -> String {
+    let ticket = format!("t-{}", rand::random::<u64>());
+    let mut r = redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}{ticket}", gw.ticket_prefix))
+        .arg(user)
+        .arg("EX")
+        .arg(30)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    ticket
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn open(gw: &TestGateway) -> Ws {
+    let mut request = format!("ws://{}/ws/notifications/websocket", gw.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v10.stomp, v11.stomp, v12.stomp".parse().unwrap(),
+    );
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("v12.stomp"),
+        "a STOMP subprotocol is selected"
+    );
+    ws
+}
+
+/// The next STOMP frame (text), skipping heart-beats.
+async fn next_frame(ws: &mut Ws) -> String {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frame in time");
+        match message {
+            Some(Ok(Message::Text(text))) if text.as_str() != "\n" => return text.to_string(),
+            Some(Ok(Message::Text(_))) | Some(Ok(Message::Ping(_))) => continue,
+            other => return format!("<{other:?}>"),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, frame: &str) {
+    ws.send(Message::Text(frame.to_owned().into()))
+        .await
+        .unwrap();
+}
+
+async fn publish(gw: &TestGateway, user: &str, json: &str) {
+    let mut r = redis().await;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}{user}", gw.prefix))
+        .arg(json)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+}
+
+/// Connects, authenticates with `header`, and subscribes to `destination`.
+async fn connect_and_subscribe(gw: &TestGateway, header: &str, destination: &str) -> Ws {
+    let mut ws = open(gw).await;
+    send(
+        &mut ws,
+        &format!("CONNECT\naccept-version:1.1,1.2\nheart-beat:10000,10000\n{header}\n\n\0"),
+    )
+    .await;
+    let connected = next_frame(&mut ws).await;
+    assert!(connected.starts_with("CONNECTED\n"), "{connected}");
+    assert!(connected.contains("version:1.2\n"), "{connected}");
+    assert!(
+        connected.contains("heart-beat:10000,10000\n"),
+        "{connected}"
+    );
+    send(
+        &mut ws,
+        &format!("SUBSCRIBE\nid:sub-0\ndestination:{destination}\nreceipt:r-1\n\n\0"),
+    )
+    .await;
+    let receipt = next_frame(&mut ws).await;
+    assert!(
+        receipt.starts_with("RECEIPT\nreceipt-id:r-1\n"),
+        "{receipt}"
+    );
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_healthz_and_stops_on_shutdown() {
+    let gw = start_gateway().await;
+    let response = http_get(gw.addr, "/healthz").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("ok"), "{response}");
 
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(STOP_WITHIN, server).await;
+    gw.shutdown.cancel();
+    let stopped = tokio::time::timeout(STOP_WITHIN, gw.task).await;
     assert!(
         matches!(stopped, Ok(Ok(Ok(())))),
         "gateway did not stop: {stopped:?}"
     );
-    assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert!(
+        TcpStream::connect(gw.addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_user_receives_its_notifications_exactly() {
+    let gw = start_gateway().await;
+    let ticket = ticket_for(&gw, "user-1").await;
+    let mut ws = connect_and_subscribe(
+        &gw,
+        &format!("X-WS-Ticket:{ticket}"),
+        "/user/user-1/queue/notifications",
+    )
+    .await;
+    let json = r#"{"id":42,"userId":"user-1","type":"ORDER_CREATED","title":"주문이 접수되었습니다","message":"2개 상품, 45,000원 결제 대기중","link":"/shopping/orders/ORD-1","status":"UNREAD","referenceId":"ORD-1","referenceType":"order","createdAt":"2026-02-06T10:00:00","readAt":null}"#;
+
+    // The relay subscribes asynchronously; publish until the first delivery.
+    let mut message = String::new();
+    for _ in 0..50 {
+        publish(&gw, "user-1", json).await;
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+        {
+            message = text.to_string();
+            break;
+        }
+    }
+    assert!(message.starts_with("MESSAGE\n"), "{message}");
+    assert!(
+        message.contains("destination:/user/user-1/queue/notifications\n"),
+        "{message}"
+    );
+    assert!(message.contains("subscription:sub-0\n"), "{message}");
+    assert!(
+        message.contains("content-type:application/json\n"),
+        "{message}"
+    );
+    assert!(message.contains("message-id:"), "{message}");
+    assert!(
+        message.ends_with(&format!("\n\n{json}\0")),
+        "exact body: {message}"
+    );
+
+    // The ticket was consumed: it cannot be used twice.
+    let mut again = open(&gw).await;
+    send(
+        &mut again,
+        &format!("CONNECT\naccept-version:1.2\nX-WS-Ticket:{ticket}\n\n\0"),
+    )
+    .await;
+    let error = next_frame(&mut again).await;
+    assert!(
+        error.starts_with("ERROR\n")
+            && error.contains("message:Invalid or expired WebSocket ticket\n"),
+        "{error}"
+    );
+    gw.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_user_gets_only_its_own_messages() {
+    let gw = start_gateway().await;
+    let exp = chrono::Utc::now().timestamp() + 300;
+    let token = sign_hs256(
+        SECRET.as_bytes(),
+        Some("key-default"),
+        &serde_json::json!({"sub": "alice", "exp": exp}),
+    );
+    let mut alice = connect_and_subscribe(
+        &gw,
+        &format!("Authorization:Bearer {token}"),
+        "/user/queue/notifications",
+    )
+    .await;
+    let bob_ticket = ticket_for(&gw, "bob").await;
+    let mut bob = connect_and_subscribe(
+        &gw,
+        &format!("X-WS-Ticket:{bob_ticket}"),
+        "/user/queue/notifications",
+    )
+    .await;
+
+    let mut got = String::new();
+    for i in 0..50 {
+        publish(&gw, "alice", &format!(r#"{{"id":{i},"userId":"alice"}}"#)).await;
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(200), alice.next()).await
+        {
+            got = text.to_string();
+            break;
+        }
+    }
+    assert!(got.contains(r#""userId":"alice""#), "{got}");
+    assert!(
+        got.contains("destination:/user/queue/notifications\n"),
+        "{got}"
+    );
+    // Bob hears nothing of alice's.
+    let silence = tokio::time::timeout(Duration::from_millis(700), bob.next()).await;
+    match silence {
+        Err(_) => {}
+        Ok(Some(Ok(Message::Text(t)))) => assert!(!t.contains("alice"), "bob received {t}"),
+        Ok(other) => panic!("bob's connection ended: {other:?}"),
+    }
+    gw.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_and_foreign_subscriptions_get_error_frames() {
+    let gw = start_gateway().await;
+    let cases = [
+        (
+            "X-WS-Ticket:no-such-ticket",
+            "message:Invalid or expired WebSocket ticket\n",
+        ),
+        ("", "message:Invalid or expired WebSocket ticket\n"),
+    ];
+    for (header, expected) in cases {
+        let mut ws = open(&gw).await;
+        send(
+            &mut ws,
+            &format!("CONNECT\naccept-version:1.2\n{header}\n\n\0"),
+        )
+        .await;
+        let error = next_frame(&mut ws).await;
+        assert!(
+            error.starts_with("ERROR\n") && error.contains(expected),
+            "{header}: {error}"
+        );
+    }
+    let expired = sign_hs256(
+        SECRET.as_bytes(),
+        None,
+        &serde_json::json!({"sub": "alice", "exp": 1_000}),
+    );
+    let mut ws = open(&gw).await;
+    send(
+        &mut ws,
+        &format!("CONNECT\naccept-version:1.2\nAuthorization:Bearer {expired}\n\n\0"),
+    )
+    .await;
+    let error = next_frame(&mut ws).await;
+    assert!(error.contains("message:JWT expired\n"), "{error}");
+
+    let ticket = ticket_for(&gw, "mallory").await;
+    let mut ws = open(&gw).await;
+    send(
+        &mut ws,
+        &format!("CONNECT\naccept-version:1.2\nX-WS-Ticket:{ticket}\n\n\0"),
+    )
+    .await;
+    assert!(next_frame(&mut ws).await.starts_with("CONNECTED"));
+    send(
+        &mut ws,
+        "SUBSCRIBE\nid:0\ndestination:/user/alice/queue/notifications\n\n\0",
+    )
+    .await;
+    let error = next_frame(&mut ws).await;
+    assert!(
+        error.contains("message:Cannot subscribe to another user's queue\n"),
+        "{error}"
+    );
+
+    let ticket = ticket_for(&gw, "mallory").await;
+    let mut ws = open(&gw).await;
+    send(
+        &mut ws,
+        &format!("CONNECT\naccept-version:1.2\nX-WS-Ticket:{ticket}\n\n\0"),
+    )
+    .await;
+    assert!(next_frame(&mut ws).await.starts_with("CONNECTED"));
+    send(&mut ws, "SEND\ndestination:/topic/all\n\nhello\0").await;
+    let error = next_frame(&mut ws).await;
+    assert!(error.starts_with("ERROR\n"), "{error}");
+
+    let mut ws = open(&gw).await;
+    send(&mut ws, "NONSENSE\n\n\0").await;
+    let error = next_frame(&mut ws).await;
+    assert!(
+        error.starts_with("ERROR\n") && error.contains("unknown command"),
+        "{error}"
+    );
+    gw.shutdown.cancel();
 }

@@ -57,7 +57,9 @@ impl JwtKeys {
                 .split_once('=')
                 .ok_or_else(|| "JWT keys must be kid=secret pairs".to_owned())?;
             if secret.len() < 32 {
-                return Err(format!("the secret of kid {kid:?} is shorter than 32 bytes"));
+                return Err(format!(
+                    "the secret of kid {kid:?} is shorter than 32 bytes"
+                ));
             }
             keys.default_kid.get_or_insert_with(|| kid.to_owned());
             keys.keys.insert(kid.to_owned(), secret.as_bytes().to_vec());
@@ -103,7 +105,7 @@ impl JwtKeys {
             .and_then(|kid| self.keys.get(kid))
             .ok_or(AuthError::InvalidJwt("unknown key"))?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-        mac.update(token[..header_payload_len(token)].as_bytes());
+        mac.update(&token.as_bytes()[..header_payload_len(token)]);
         mac.verify_slice(&decode(signature)?)
             .map_err(|_| AuthError::InvalidJwt("bad signature"))?;
         let claims: Claims = serde_json::from_slice(&decode(payload)?)
@@ -159,7 +161,8 @@ impl Authenticator {
                         tracing::warn!(%err, "ticket lookup failed");
                         AuthError::Unavailable
                     })?;
-                user.filter(|u| !u.is_empty()).ok_or(AuthError::InvalidTicket)
+                user.filter(|u| !u.is_empty())
+                    .ok_or(AuthError::InvalidTicket)
             }
             Credentials::Bearer(token) => {
                 let now = SystemTime::now()
@@ -195,41 +198,93 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn keys() -> JwtKeys {
-        JwtKeys::parse(&format!("key-default={SECRET},key-2=another-secret-that-is-32-bytes-or-more")).unwrap()
+        JwtKeys::parse(&format!(
+            "key-default={SECRET},key-2=another-secret-that-is-32-bytes-or-more"
+        ))
+        .unwrap()
     }
 
     #[test]
     fn a_valid_token_yields_its_subject() {
-        let token = sign_hs256(SECRET.as_bytes(), Some("key-default"), &json!({"sub": "user-1", "exp": NOW + 60}));
+        let token = sign_hs256(
+            SECRET.as_bytes(),
+            Some("key-default"),
+            &json!({"sub": "user-1", "exp": NOW + 60}),
+        );
         assert_eq!(keys().verify(&token, NOW), Ok("user-1".to_owned()));
-        let no_kid = sign_hs256(SECRET.as_bytes(), None, &json!({"sub": "user-1", "exp": NOW + 60}));
-        assert_eq!(keys().verify(&no_kid, NOW), Ok("user-1".to_owned()), "default kid");
+        let no_kid = sign_hs256(
+            SECRET.as_bytes(),
+            None,
+            &json!({"sub": "user-1", "exp": NOW + 60}),
+        );
+        assert_eq!(
+            keys().verify(&no_kid, NOW),
+            Ok("user-1".to_owned()),
+            "default kid"
+        );
     }
 
     #[test]
     fn bad_tokens_are_refused_with_a_reason() {
         let k = keys();
-        let expired = sign_hs256(SECRET.as_bytes(), Some("key-default"), &json!({"sub": "u", "exp": NOW}));
+        let expired = sign_hs256(
+            SECRET.as_bytes(),
+            Some("key-default"),
+            &json!({"sub": "u", "exp": NOW}),
+        );
         assert_eq!(k.verify(&expired, NOW), Err(AuthError::Expired));
-        let wrong_key = sign_hs256(SECRET.as_bytes(), Some("key-2"), &json!({"sub": "u", "exp": NOW + 60}));
-        assert_eq!(k.verify(&wrong_key, NOW), Err(AuthError::InvalidJwt("bad signature")));
-        let unknown = sign_hs256(SECRET.as_bytes(), Some("nope"), &json!({"sub": "u", "exp": NOW + 60}));
-        assert_eq!(k.verify(&unknown, NOW), Err(AuthError::InvalidJwt("unknown key")));
+        let wrong_key = sign_hs256(
+            SECRET.as_bytes(),
+            Some("key-2"),
+            &json!({"sub": "u", "exp": NOW + 60}),
+        );
+        assert_eq!(
+            k.verify(&wrong_key, NOW),
+            Err(AuthError::InvalidJwt("bad signature"))
+        );
+        let unknown = sign_hs256(
+            SECRET.as_bytes(),
+            Some("nope"),
+            &json!({"sub": "u", "exp": NOW + 60}),
+        );
+        assert_eq!(
+            k.verify(&unknown, NOW),
+            Err(AuthError::InvalidJwt("unknown key"))
+        );
         let no_exp = sign_hs256(SECRET.as_bytes(), None, &json!({"sub": "u"}));
-        assert_eq!(k.verify(&no_exp, NOW), Err(AuthError::InvalidJwt("no exp claim")));
+        assert_eq!(
+            k.verify(&no_exp, NOW),
+            Err(AuthError::InvalidJwt("no exp claim"))
+        );
         let no_sub = sign_hs256(SECRET.as_bytes(), None, &json!({"exp": NOW + 60}));
-        assert_eq!(k.verify(&no_sub, NOW), Err(AuthError::InvalidJwt("no sub claim")));
-        assert_eq!(k.verify("a.b", NOW), Err(AuthError::InvalidJwt("malformed token")));
+        assert_eq!(
+            k.verify(&no_sub, NOW),
+            Err(AuthError::InvalidJwt("no sub claim"))
+        );
+        assert_eq!(
+            k.verify("a.b", NOW),
+            Err(AuthError::InvalidJwt("malformed token"))
+        );
         // alg=none must never pass.
         let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
         let body = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"u","exp":{}}}"#, NOW + 60));
-        assert_eq!(k.verify(&format!("{head}.{body}."), NOW), Err(AuthError::InvalidJwt("unsupported algorithm")));
+        assert_eq!(
+            k.verify(&format!("{head}.{body}."), NOW),
+            Err(AuthError::InvalidJwt("unsupported algorithm"))
+        );
         // A tampered payload fails the signature.
-        let good = sign_hs256(SECRET.as_bytes(), None, &json!({"sub": "u", "exp": NOW + 60}));
+        let good = sign_hs256(
+            SECRET.as_bytes(),
+            None,
+            &json!({"sub": "u", "exp": NOW + 60}),
+        );
         let mut parts: Vec<&str> = good.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"admin","exp":{}}}"#, NOW + 60));
         parts[1] = &forged;
-        assert_eq!(k.verify(&parts.join("."), NOW), Err(AuthError::InvalidJwt("bad signature")));
+        assert_eq!(
+            k.verify(&parts.join("."), NOW),
+            Err(AuthError::InvalidJwt("bad signature"))
+        );
     }
 
     #[test]

@@ -1,22 +1,40 @@
-//! `gateway`: delivers notifications to browsers over STOMP (SockJS and raw WebSocket) and
-//! serves the inbox REST API. This is the application seam: [`Gateway::bind`] binds the
-//! listener (port 0 in tests), [`Gateway::run`] serves until the shutdown token fires.
+//! `gateway`: delivers notifications to browsers over STOMP and serves the inbox API.
+//! This is the application seam: [`Gateway::bind`] binds the listener (port 0 in tests),
+//! [`Gateway::run`] serves until the shutdown token fires.
 //!
-//! Modules: [`stomp`] — the STOMP frame codec; [`session`] — the STOMP session state
-//! machine (both pure).
+//! Modules: [`stomp`] — the STOMP frame codec and [`session`] — the STOMP session state
+//! machine (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
+//! [`ws`] — the raw WebSocket transport; [`metrics`].
 
 pub mod auth;
+pub mod hub;
+pub mod metrics;
 pub mod session;
 pub mod stomp;
+pub mod ws;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use shared::channel::Channels;
+use shared::config::RedisArgs;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, JwtKeys};
+use crate::hub::{Hub, SubscribeMode};
+use crate::metrics::GatewayMetrics;
+use crate::session::SessionConfig;
 
 /// How long open connections may take to finish after shutdown begins.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -31,18 +49,174 @@ pub struct GatewayConfig {
         default_value = "0.0.0.0:8084"
     )]
     pub listen_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// How this instance hears Redis: only its users' channels, or every channel.
+    #[arg(long = "redis-subscribe", env = "REDIS_SUBSCRIBE", value_enum, default_value_t = SubscribeMode::PerUser)]
+    pub subscribe_mode: SubscribeMode,
+
+    /// HS256 keys as kid=secret pairs, comma separated (the first is used for tokens
+    /// without a kid). From the environment only in production.
+    #[arg(
+        long = "jwt-keys",
+        env = "JWT_KEYS",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub jwt_keys: String,
+
+    /// Redis key prefix of WebSocket tickets.
+    #[arg(long = "ws-ticket-prefix", env = "WS_TICKET_PREFIX", default_value = auth::TICKET_PREFIX)]
+    pub ticket_prefix: String,
+
+    /// DEV ONLY: accept STOMP sessions without credentials (user taken from the subscription).
+    #[arg(
+        long = "insecure-no-auth",
+        env = "INSECURE_NO_AUTH",
+        default_value_t = false
+    )]
+    pub insecure_no_auth: bool,
+
+    /// Largest STOMP frame a client may send, in bytes.
+    #[arg(long = "max-frame-bytes", env = "WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Notifications queued per session before it is closed as a slow consumer.
+    #[arg(
+        long = "session-queue",
+        env = "WS_SESSION_QUEUE",
+        default_value_t = 1024
+    )]
+    pub session_queue: usize,
+
+    /// Longest time one write to a client may take, in milliseconds.
+    #[arg(
+        long = "send-timeout-ms",
+        env = "WS_SEND_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub send_timeout_ms: u64,
+
+    /// Time a new connection has to complete CONNECT, in milliseconds.
+    #[arg(
+        long = "first-frame-timeout-ms",
+        env = "WS_FIRST_FRAME_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub first_frame_timeout_ms: u64,
+
+    /// Open WebSocket connections this instance accepts.
+    #[arg(
+        long = "max-connections",
+        env = "WS_MAX_CONNECTIONS",
+        default_value_t = 50_000
+    )]
+    pub max_connections: usize,
+}
+
+impl GatewayConfig {
+    /// Defaults for everything but the listener and Redis (tests and tools start here).
+    pub fn new(listen_addr: SocketAddr, redis_url: &str) -> GatewayConfig {
+        GatewayConfig {
+            listen_addr,
+            redis: RedisArgs {
+                url: Some(redis_url.to_owned()),
+                host: "localhost".into(),
+                port: 6379,
+                channel_prefix: shared::channel::DEFAULT_PREFIX.into(),
+            },
+            subscribe_mode: SubscribeMode::PerUser,
+            jwt_keys: String::new(),
+            ticket_prefix: auth::TICKET_PREFIX.into(),
+            insecure_no_auth: false,
+            max_frame_bytes: 64 * 1024,
+            session_queue: 1024,
+            send_timeout_ms: 10_000,
+            first_frame_timeout_ms: 60_000,
+            max_connections: 50_000,
+        }
+    }
+}
+
+/// Per-connection limits, shared by every transport.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub session: SessionConfig,
+    pub max_frame_bytes: usize,
+    pub max_headers: usize,
+    pub first_frame_timeout: Duration,
+    pub send_timeout: Duration,
+}
+
+/// What every connection task shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub auth: Authenticator,
+    pub limits: Limits,
+    pub metrics: GatewayMetrics,
+    pub shutdown: CancellationToken,
+    connections: Arc<Semaphore>,
 }
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     listener: TcpListener,
+    state: AppState,
 }
 
 impl Gateway {
-    /// Binds the public listener.
-    pub async fn bind(config: &GatewayConfig) -> std::io::Result<Gateway> {
+    /// Binds the public listener and starts the Redis relay.
+    pub async fn bind(
+        config: &GatewayConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Gateway> {
+        let keys = JwtKeys::parse(&config.jwt_keys).map_err(anyhow::Error::msg)?;
+        if config.insecure_no_auth {
+            tracing::warn!(
+                "INSECURE: STOMP sessions are accepted without credentials (--insecure-no-auth)"
+            );
+        } else if keys.is_empty() {
+            tracing::info!("no JWT keys configured: only WebSocket tickets are accepted");
+        }
+        let redis_url = config.redis.url();
+        let metrics = GatewayMetrics::new();
+        let channels = Channels::new(config.redis.channel_prefix.clone());
+        let hub = Hub::start(
+            &redis_url,
+            channels,
+            config.subscribe_mode,
+            config.session_queue,
+            metrics.hub.clone(),
+            shutdown.clone(),
+        )?;
+        let redis = ConnectionManager::new_lazy_with_config(
+            redis::Client::open(redis_url.as_str())?,
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2))),
+        )?;
+        let state = AppState {
+            hub,
+            auth: Authenticator::new(redis, keys, config.ticket_prefix.clone()),
+            limits: Limits {
+                session: SessionConfig {
+                    insecure_no_auth: config.insecure_no_auth,
+                    ..SessionConfig::default()
+                },
+                max_frame_bytes: config.max_frame_bytes,
+                max_headers: 64,
+                first_frame_timeout: Duration::from_millis(config.first_frame_timeout_ms),
+                send_timeout: Duration::from_millis(config.send_timeout_ms),
+            },
+            metrics,
+            shutdown,
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+        };
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Gateway { listener })
+        Ok(Gateway { listener, state })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
@@ -50,10 +224,19 @@ impl Gateway {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains for at most the shutdown deadline.
-    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let app = Router::new().route("/healthz", get(|| async { "ok" }));
-        tracing::info!(addr = %self.local_addr()?, "gateway listening");
+    pub fn metrics(&self) -> GatewayMetrics {
+        self.state.metrics.clone()
+    }
+
+    /// Serves until the shutdown token fires, then drains for at most the deadline.
+    pub async fn run(self) -> std::io::Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics_text))
+            .route("/ws/notifications/websocket", get(websocket))
+            .with_state(self.state);
+        tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();
         let serve = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await });
@@ -65,4 +248,26 @@ impl Gateway {
             }
         }
     }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
+
+async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        state
+            .metrics
+            .closes
+            .with_label_values(&["max_connections"])
+            .inc();
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    };
+    upgrade
+        .protocols(ws::STOMP_PROTOCOLS)
+        .max_message_size(state.limits.max_frame_bytes)
+        .on_upgrade(move |socket| async move {
+            ws::serve(socket, state).await;
+            drop(permit);
+        })
 }

@@ -19,8 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init(cli.telemetry.log_format);
     let shutdown = shared::shutdown::on_signal();
-    let gateway = Gateway::bind(&cli.gateway).await?;
-    gateway.run(shutdown).await?;
+    let gateway = Gateway::bind(&cli.gateway, shutdown).await?;
+    gateway.run().await?;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -114,6 +114,11 @@ impl Session {
         &self.subscriptions
     }
 
+    /// CONNECTED was sent and the session is open.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use shared::channel::Channels;
-use shared::config::{DatabaseArgs, DisplayArgs, TopicArgs};
+use shared::config::{DatabaseArgs, DisplayArgs, RedisArgs, TopicArgs};
 use shared::event::TopicMap;
 use shared::time::Zone;
 
@@ -38,31 +38,6 @@ fn parse_property(pair: &str) -> Result<(String, String), String> {
     pair.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .ok_or_else(|| format!("expected key=value, got {pair:?}"))
-}
-
-/// Redis connection (`REDIS_URL`, or `REDIS_HOST` + `REDIS_PORT` as in the seed).
-#[derive(Debug, Clone, Args)]
-pub struct RedisArgs {
-    /// Full Redis URL; overrides REDIS_HOST/REDIS_PORT.
-    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL")]
-    pub url: Option<String>,
-    /// Redis host.
-    #[arg(long = "redis-host", env = "REDIS_HOST", default_value = "localhost")]
-    pub host: String,
-    /// Redis port.
-    #[arg(long = "redis-port", env = "REDIS_PORT", default_value_t = 6379)]
-    pub port: u16,
-    /// Channel prefix; a user's channel is PREFIX + userId.
-    #[arg(long = "redis-channel-prefix", env = "REDIS_CHANNEL_PREFIX", default_value = shared::channel::DEFAULT_PREFIX)]
-    pub channel_prefix: String,
-}
-
-impl RedisArgs {
-    pub fn url(&self) -> String {
-        self.url
-            .clone()
-            .unwrap_or_else(|| format!("redis://{}:{}/", self.host, self.port))
-    }
 }
 
 /// Everything `ingest run` takes.

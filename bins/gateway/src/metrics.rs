@@ -1,0 +1,90 @@
+//! Gateway metrics (Prometheus) on one registry per instance. Labels are transports,
+//! commands and close reasons — never a user id.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::hub::HubMetrics;
+
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub registry: Registry,
+    pub sessions: IntGaugeVec,
+    pub frames_in: IntCounterVec,
+    pub frames_out: IntCounterVec,
+    pub bytes_in: IntCounter,
+    pub errors: IntCounter,
+    pub closes: IntCounterVec,
+    pub hub: HubMetrics,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("metric")
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("metric")
+}
+
+impl GatewayMetrics {
+    pub fn new() -> GatewayMetrics {
+        let registry = Registry::new_custom(Some("gateway".into()), None).expect("registry");
+        let metrics = GatewayMetrics {
+            sessions: IntGaugeVec::new(
+                Opts::new("sessions", "Open sessions by transport"),
+                &["transport"],
+            )
+            .expect("metric"),
+            frames_in: counter_vec(
+                "frames_in_total",
+                "STOMP frames received, by command",
+                "command",
+            ),
+            frames_out: counter_vec(
+                "frames_out_total",
+                "STOMP frames sent, by command",
+                "command",
+            ),
+            bytes_in: counter("bytes_in_total", "Bytes received from clients"),
+            errors: counter("error_frames_total", "ERROR frames sent"),
+            closes: counter_vec("closes_total", "Connections ended, by reason", "reason"),
+            hub: HubMetrics {
+                delivered: counter("deliveries_total", "Notifications handed to sessions"),
+                slow_consumers: counter(
+                    "slow_consumers_total",
+                    "Sessions dropped because their queue was full",
+                ),
+                redis_reconnects: counter("redis_reconnects_total", "Relay reconnections to Redis"),
+            },
+            registry,
+        };
+        for collector in [
+            Box::new(metrics.sessions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.frames_in.clone()),
+            Box::new(metrics.frames_out.clone()),
+            Box::new(metrics.bytes_in.clone()),
+            Box::new(metrics.errors.clone()),
+            Box::new(metrics.closes.clone()),
+            Box::new(metrics.hub.delivered.clone()),
+            Box::new(metrics.hub.slow_consumers.clone()),
+            Box::new(metrics.hub.redis_reconnects.clone()),
+        ] {
+            metrics
+                .registry
+                .register(collector)
+                .expect("register metric");
+        }
+        metrics
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        GatewayMetrics::new()
+    }
+}
