@@ -4,13 +4,16 @@
 //!
 //! Modules: [`stomp`] — the STOMP frame codec and [`session`] — the STOMP session state
 //! machine (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
-//! [`ws`] — the raw WebSocket transport; [`metrics`].
+//! [`engine`] — one STOMP connection, independent of transport; [`ws`] — raw WebSocket;
+//! [`sockjs`] — SockJS transports; [`metrics`].
 
 pub mod auth;
 pub mod hub;
 pub mod metrics;
 pub mod session;
 pub mod stomp;
+pub mod engine;
+pub mod sockjs;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -158,6 +161,7 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: GatewayMetrics,
     pub shutdown: CancellationToken,
+    pub sockjs: sockjs::Sessions,
     connections: Arc<Semaphore>,
 }
 
@@ -213,6 +217,7 @@ impl Gateway {
             },
             metrics,
             shutdown,
+            sockjs: sockjs::Sessions::default(),
             connections: Arc::new(Semaphore::new(config.max_connections)),
         };
         let listener = TcpListener::bind(config.listen_addr).await?;
@@ -235,6 +240,7 @@ impl Gateway {
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(metrics_text))
             .route("/ws/notifications/websocket", get(websocket))
+            .merge(sockjs::routes())
             .with_state(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();

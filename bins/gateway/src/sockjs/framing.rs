@@ -1,0 +1,105 @@
+//! SockJS 0.3.3 framing, pure: `o` open, `h` heartbeat, `a[...]` messages, `c[code,"reason"]`
+//! close, and the client's JSON-array payloads.
+
+/// The open frame.
+pub const OPEN: &str = "o";
+/// The heartbeat frame.
+pub const HEARTBEAT: &str = "h";
+
+/// `a["m1","m2"]`: messages as a JSON array of strings, with the characters SockJS requires
+/// escaped (some browsers mangle them in transports that are not WebSocket).
+pub fn messages<S: AsRef<str>>(messages: &[S]) -> String {
+    let mut out = String::from("a[");
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        quote_into(&mut out, message.as_ref());
+    }
+    out.push(']');
+    out
+}
+
+/// `c[3000,"Go away!"]`.
+pub fn close(code: u16, reason: &str) -> String {
+    let mut out = format!("c[{code},");
+    quote_into(&mut out, reason);
+    out.push(']');
+    out
+}
+
+/// A JSON string literal, escaping what JSON needs and what SockJS asks for.
+fn quote_into(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20
+                || matches!(c as u32, 0x7f..=0x9f | 0xad | 0x600..=0x604 | 0x70f | 0x17b4 | 0x17b5
+                    | 0x200c..=0x200f | 0x2028..=0x202f | 0x2060..=0x206f | 0xfeff | 0xfff0..=0xffff) =>
+            {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Why a client payload is refused (the texts are the protocol's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("Payload expected.")]
+    Empty,
+    #[error("Broken JSON encoding.")]
+    BrokenJson,
+}
+
+/// Parses a client payload: a JSON array of strings, or a single JSON string.
+pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, PayloadError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PayloadError::Empty);
+    }
+    if let Ok(list) = serde_json::from_slice::<Vec<String>>(body) {
+        return Ok(list);
+    }
+    serde_json::from_slice::<String>(body)
+        .map(|one| vec![one])
+        .map_err(|_| PayloadError::BrokenJson)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_byte_exact() {
+        assert_eq!(messages(&["CONNECTED\nversion:1.2\n\n\u{0}"]), "a[\"CONNECTED\\nversion:1.2\\n\\n\\u0000\"]");
+        assert_eq!(messages(&["a", "b\"c"]), "a[\"a\",\"b\\\"c\"]");
+        assert_eq!(messages(&["주문 😀"]), "a[\"주문 😀\"]");
+        assert_eq!(messages(&["\u{2028}\u{200c}"]), "a[\"\\u2028\\u200c\"]");
+        assert_eq!(close(3000, "Go away!"), "c[3000,\"Go away!\"]");
+        assert_eq!(close(2010, "Another connection still open"), "c[2010,\"Another connection still open\"]");
+    }
+
+    #[test]
+    fn escaped_frames_are_valid_json() {
+        let text = "SEND\n\n\u{0}\u{7f}\u{2028}\"\\주문";
+        let frame = messages(&[text]);
+        let parsed: Vec<String> = serde_json::from_str(&frame[1..]).unwrap();
+        assert_eq!(parsed, [text]);
+    }
+
+    #[test]
+    fn payloads_are_arrays_or_single_strings() {
+        assert_eq!(parse_payload(br#"["a","b"]"#), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(parse_payload(br#""x""#), Ok(vec!["x".into()]));
+        assert_eq!(parse_payload(b""), Err(PayloadError::Empty));
+        assert_eq!(parse_payload(b"[\"x"), Err(PayloadError::BrokenJson));
+        assert_eq!(parse_payload(b"[1]"), Err(PayloadError::BrokenJson));
+    }
+}
