@@ -8,12 +8,12 @@
 //! [`sockjs`] — SockJS transports; [`metrics`].
 
 pub mod auth;
+pub mod engine;
 pub mod hub;
 pub mod metrics;
 pub mod session;
-pub mod stomp;
-pub mod engine;
 pub mod sockjs;
+pub mod stomp;
 pub mod ws;
 
 use std::net::SocketAddr;

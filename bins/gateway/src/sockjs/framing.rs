@@ -78,12 +78,18 @@ mod tests {
 
     #[test]
     fn frames_are_byte_exact() {
-        assert_eq!(messages(&["CONNECTED\nversion:1.2\n\n\u{0}"]), "a[\"CONNECTED\\nversion:1.2\\n\\n\\u0000\"]");
+        assert_eq!(
+            messages(&["CONNECTED\nversion:1.2\n\n\u{0}"]),
+            "a[\"CONNECTED\\nversion:1.2\\n\\n\\u0000\"]"
+        );
         assert_eq!(messages(&["a", "b\"c"]), "a[\"a\",\"b\\\"c\"]");
         assert_eq!(messages(&["주문 😀"]), "a[\"주문 😀\"]");
         assert_eq!(messages(&["\u{2028}\u{200c}"]), "a[\"\\u2028\\u200c\"]");
         assert_eq!(close(3000, "Go away!"), "c[3000,\"Go away!\"]");
-        assert_eq!(close(2010, "Another connection still open"), "c[2010,\"Another connection still open\"]");
+        assert_eq!(
+            close(2010, "Another connection still open"),
+            "c[2010,\"Another connection still open\"]"
+        );
     }
 
     #[test]
@@ -96,7 +102,10 @@ mod tests {
 
     #[test]
     fn payloads_are_arrays_or_single_strings() {
-        assert_eq!(parse_payload(br#"["a","b"]"#), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            parse_payload(br#"["a","b"]"#),
+            Ok(vec!["a".into(), "b".into()])
+        );
         assert_eq!(parse_payload(br#""x""#), Ok(vec!["x".into()]));
         assert_eq!(parse_payload(b""), Err(PayloadError::Empty));
         assert_eq!(parse_payload(b"[\"x"), Err(PayloadError::BrokenJson));

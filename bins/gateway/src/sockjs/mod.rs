@@ -59,11 +59,26 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ws/notifications/info", get(info).options(preflight))
         .route("/ws/notifications/iframe.html", get(iframe))
-        .route("/ws/notifications/{server}/{session}/websocket", get(websocket))
-        .route("/ws/notifications/{server}/{session}/xhr", post(xhr_poll).options(preflight))
-        .route("/ws/notifications/{server}/{session}/xhr_send", post(xhr_send).options(preflight))
-        .route("/ws/notifications/{server}/{session}/xhr_streaming", post(xhr_streaming).options(preflight))
-        .route("/ws/notifications/{server}/{session}/eventsource", get(eventsource))
+        .route(
+            "/ws/notifications/{server}/{session}/websocket",
+            get(websocket),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/xhr",
+            post(xhr_poll).options(preflight),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/xhr_send",
+            post(xhr_send).options(preflight),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/xhr_streaming",
+            post(xhr_streaming).options(preflight),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/eventsource",
+            get(eventsource),
+        )
 }
 
 /// CORS for SockJS: echo the Origin (or `*`), allow credentials.
@@ -75,7 +90,10 @@ fn cors(headers: &HeaderMap, response: &mut Response) {
         .unwrap_or(HeaderValue::from_static("*"));
     let h = response.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
     if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
     }
@@ -92,10 +110,23 @@ async fn preflight(method: Method, headers: HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     cors(&headers, &mut response);
     let h = response.headers_mut();
-    let allowed = if method == Method::OPTIONS { "OPTIONS, GET, POST" } else { "OPTIONS, GET" };
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(allowed));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("31536000"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000"));
+    let allowed = if method == Method::OPTIONS {
+        "OPTIONS, GET, POST"
+    } else {
+        "OPTIONS, GET"
+    };
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(allowed),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("31536000"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000"),
+    );
     response
 }
 
@@ -106,7 +137,11 @@ async fn info(headers: HeaderMap) -> Response {
         "cookie_needed": false,
         "entropy": rand_entropy(),
     });
-    let mut response = ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body.to_string()).into_response();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        body.to_string(),
+    )
+        .into_response();
     cors(&headers, &mut response);
     no_cache(&mut response);
     response
@@ -115,7 +150,12 @@ async fn info(headers: HeaderMap) -> Response {
 fn rand_entropy() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
     hasher.finish() as u32
 }
 
@@ -126,7 +166,10 @@ async fn iframe(headers: HeaderMap) -> Response {
         IFRAME_HTML.hash(&mut h);
         h.finish()
     });
-    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
         return StatusCode::NOT_MODIFIED.into_response();
     }
     (
@@ -152,8 +195,15 @@ async fn sockjs_websocket(socket: WebSocket, app: AppState) {
     let (client_tx, client_rx) = mpsc::channel::<Vec<u8>>(16);
     let (out_tx, mut out_rx) = mpsc::channel::<ToClient>(crate::ws::TO_CLIENT_QUEUE);
     let engine = tokio::spawn(engine::run(app, "sockjs-websocket", client_rx, out_tx));
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT_EVERY, HEARTBEAT_EVERY);
-    if sink.send(Message::Text(framing::OPEN.into())).await.is_err() {
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_EVERY,
+        HEARTBEAT_EVERY,
+    );
+    if sink
+        .send(Message::Text(framing::OPEN.into()))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
@@ -216,7 +266,12 @@ impl Sessions {
         });
         sessions.insert(id.to_owned(), session.clone());
         tokio::spawn(engine::run(app.clone(), "sockjs-http", client_rx, out_tx));
-        tokio::spawn(collect(self.clone(), id.to_owned(), session.clone(), out_rx));
+        tokio::spawn(collect(
+            self.clone(),
+            id.to_owned(),
+            session.clone(),
+            out_rx,
+        ));
         (session, true)
     }
 
@@ -231,7 +286,12 @@ impl Sessions {
 
 /// Moves engine output into the session's outbox; expires the session when it is closed,
 /// or when no receiver came back within the disconnect delay.
-async fn collect(sessions: Sessions, id: String, session: Arc<HttpSession>, mut out_rx: mpsc::Receiver<ToClient>) {
+async fn collect(
+    sessions: Sessions,
+    id: String,
+    session: Arc<HttpSession>,
+    mut out_rx: mpsc::Receiver<ToClient>,
+) {
     loop {
         let attached = session.out.lock().expect("outbox").receiver_attached;
         let next = if attached {
@@ -293,7 +353,8 @@ fn drain(session: &HttpSession) -> Option<String> {
         out.pending_bytes = 0;
         return Some(framing::messages(&batch));
     }
-    out.closed.map(|(code, reason)| framing::close(code, reason))
+    out.closed
+        .map(|(code, reason)| framing::close(code, reason))
 }
 
 /// Marks a receiver attached; `Err(frame)` when another is (or the session is closed).
@@ -323,7 +384,11 @@ fn text_response(headers: &HeaderMap, content_type: &'static str, body: Body) ->
 }
 
 /// `xhr`: long polling; one frame per response.
-async fn xhr_poll(State(app): State<AppState>, Path((_server, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn xhr_poll(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let ct = "application/javascript; charset=UTF-8";
     let (session, created) = app.sockjs.open(&app, &id);
     if created {
@@ -337,7 +402,10 @@ async fn xhr_poll(State(app): State<AppState>, Path((_server, id)): Path<(String
         if let Some(frame) = drain(&session) {
             break frame;
         }
-        if tokio::time::timeout(HEARTBEAT_EVERY, notified).await.is_err() {
+        if tokio::time::timeout(HEARTBEAT_EVERY, notified)
+            .await
+            .is_err()
+        {
             break framing::HEARTBEAT.to_owned();
         }
     };
@@ -346,7 +414,12 @@ async fn xhr_poll(State(app): State<AppState>, Path((_server, id)): Path<(String
 }
 
 /// `xhr_send`: client → server messages.
-async fn xhr_send(State(app): State<AppState>, Path((_server, id)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn xhr_send(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(session) = app.sockjs.get(&id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -363,7 +436,11 @@ async fn xhr_send(State(app): State<AppState>, Path((_server, id)): Path<(String
             break;
         }
     }
-    let mut response = (StatusCode::NO_CONTENT, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")]).into_response();
+    let mut response = (
+        StatusCode::NO_CONTENT,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+    )
+        .into_response();
     cors(&headers, &mut response);
     no_cache(&mut response);
     response
@@ -395,7 +472,8 @@ fn stream(app: &AppState, id: &str, prelude: Vec<u8>, wrap: fn(&str) -> String) 
             let closing = frame.starts_with('c');
             let chunk = wrap(&frame);
             written += chunk.len();
-            if tx.send(Ok(Bytes::from(chunk))).await.is_err() || closing || written >= STREAM_LIMIT {
+            if tx.send(Ok(Bytes::from(chunk))).await.is_err() || closing || written >= STREAM_LIMIT
+            {
                 break;
             }
         }
@@ -406,14 +484,30 @@ fn stream(app: &AppState, id: &str, prelude: Vec<u8>, wrap: fn(&str) -> String) 
     }))
 }
 
-async fn xhr_streaming(State(app): State<AppState>, Path((_server, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn xhr_streaming(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let mut prelude = vec![b'h'; 2048];
     prelude.push(b'\n');
     let body = stream(&app, &id, prelude, |frame| format!("{frame}\n"));
     text_response(&headers, "application/javascript; charset=UTF-8", body)
 }
 
-async fn eventsource(State(app): State<AppState>, Path((_server, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let body = stream(&app, &id, b"\r\n".to_vec(), |frame| format!("data: {frame}\r\n\r\n"));
+async fn eventsource(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    // The client URI-decodes each event: percent-encode '%' and the line breaks.
+    let body = stream(&app, &id, b"\r\n".to_vec(), |frame| {
+        let escaped = frame
+            .replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+            .replace('\0', "%00");
+        format!("data: {escaped}\r\n\r\n")
+    });
     text_response(&headers, "text/event-stream; charset=UTF-8", body)
 }

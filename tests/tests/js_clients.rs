@@ -1,0 +1,217 @@
+//! Real client libraries (`@stomp/stompjs` + `sockjs-client`, run by Node) against the
+//! gateway over every SockJS transport and raw WebSocket, with tickets and JWTs.
+//! `.ci/run` installs the packages (`npm ci --prefix tests/js`).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use gateway::auth::sign_hs256;
+use gateway::{Gateway, GatewayConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "js-client-test-secret-at-least-32-bytes!";
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Env {
+    base: String,
+    prefix: String,
+    ticket_prefix: String,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn start() -> Env {
+    let name = support::unique_name("js");
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &support::redis_url());
+    config.redis.channel_prefix = format!("{name}:notification:");
+    config.ticket_prefix = format!("{name}:ws-ticket:");
+    config.jwt_keys = format!("k1={SECRET}");
+    let shutdown = CancellationToken::new();
+    let gateway = Gateway::bind(&config, shutdown.clone()).await.unwrap();
+    let base = format!("http://{}", gateway.local_addr().unwrap());
+    tokio::spawn(gateway.run());
+    Env {
+        base,
+        prefix: config.redis.channel_prefix,
+        ticket_prefix: config.ticket_prefix,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+fn js_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+    assert!(
+        dir.join("node_modules/@stomp/stompjs").exists()
+            && dir.join("node_modules/sockjs-client").exists(),
+        "the JavaScript client packages are missing: run `npm ci --prefix tests/js`"
+    );
+    dir
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(support::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn ticket(env: &Env, user: &str) -> String {
+    let ticket = format!("{:032x}", rand::random::<u128>());
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}{ticket}", env.ticket_prefix))
+        .arg(user)
+        .arg("EX")
+        .arg(30)
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    ticket
+}
+
+/// Runs the Node client; publishes `json` for `user` once it is subscribed; returns its last
+/// line (`MESSAGE <body>`, `ERROR <message>` or `TIMEOUT`).
+async fn run_client(
+    env: &Env,
+    transport: &str,
+    header: (&str, &str),
+    destination: &str,
+    user: &str,
+    json: &str,
+) -> String {
+    let mut child = Command::new("node")
+        .current_dir(js_dir())
+        .args([
+            "client.mjs",
+            &env.base,
+            transport,
+            header.0,
+            header.1,
+            destination,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        let mut publisher = redis().await;
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => line.unwrap(),
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    // Once subscribed, keep publishing until the message arrives (the relay
+                    // subscribes asynchronously).
+                    let _: i64 = redis::cmd("PUBLISH").arg(format!("{}{user}", env.prefix)).arg(json)
+                        .query_async(&mut publisher).await.unwrap();
+                    continue;
+                }
+            };
+            match line {
+                Some(line) if line == "READY" => continue,
+                Some(line) => return line,
+                None => return "EXITED".to_owned(),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| "TIMEOUT (test)".to_owned());
+    let _ = child.kill().await;
+    outcome
+}
+
+const JSON: &str = r#"{"id":7,"userId":"user-js","type":"COUPON_ISSUED","title":"쿠폰이 발급되었습니다","message":"여름 세일 쿠폰 - 15%할인","link":"/shopping/coupons","status":"UNREAD","referenceId":"C-1","referenceType":"coupon","createdAt":"2026-02-06T10:00:00","readAt":null}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stompjs_over_every_transport_receives_the_exact_notification() {
+    let env = start().await;
+    for transport in [
+        "raw",
+        "websocket",
+        "xhr-streaming",
+        "xhr-polling",
+        "eventsource",
+    ] {
+        for destination in [
+            "/user/user-js/queue/notifications",
+            "/user/queue/notifications",
+        ] {
+            let t = ticket(&env, "user-js").await;
+            let line = run_client(
+                &env,
+                transport,
+                ("X-WS-Ticket", &t),
+                destination,
+                "user-js",
+                JSON,
+            )
+            .await;
+            assert_eq!(line, format!("MESSAGE {JSON}"), "{transport} {destination}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stompjs_with_a_jwt_and_refusals() {
+    let env = start().await;
+    let exp = chrono::Utc::now().timestamp() + 300;
+    let token = sign_hs256(
+        SECRET.as_bytes(),
+        Some("k1"),
+        &serde_json::json!({"sub": "user-js", "exp": exp}),
+    );
+    let bearer = format!("Bearer {token}");
+    for transport in ["raw", "xhr-streaming"] {
+        let line = run_client(
+            &env,
+            transport,
+            ("Authorization", &bearer),
+            "/user/queue/notifications",
+            "user-js",
+            JSON,
+        )
+        .await;
+        assert_eq!(line, format!("MESSAGE {JSON}"), "{transport}");
+    }
+    let expired = sign_hs256(
+        SECRET.as_bytes(),
+        Some("k1"),
+        &serde_json::json!({"sub": "user-js", "exp": 1000}),
+    );
+    let line = run_client(
+        &env,
+        "websocket",
+        ("Authorization", &format!("Bearer {expired}")),
+        "/user/queue/notifications",
+        "user-js",
+        JSON,
+    )
+    .await;
+    assert_eq!(line, "ERROR JWT expired");
+    let line = run_client(
+        &env,
+        "xhr-polling",
+        ("X-WS-Ticket", "forged"),
+        "/user/queue/notifications",
+        "user-js",
+        JSON,
+    )
+    .await;
+    assert_eq!(line, "ERROR Invalid or expired WebSocket ticket");
+    let t = ticket(&env, "user-js").await;
+    let line = run_client(
+        &env,
+        "websocket",
+        ("X-WS-Ticket", &t),
+        "/user/someone-else/queue/notifications",
+        "user-js",
+        JSON,
+    )
+    .await;
+    assert_eq!(line, "ERROR Cannot subscribe to another user's queue");
+}
