@@ -36,11 +36,19 @@ struct TestGateway {
 }
 
 async fn start_gateway() -> TestGateway {
-    let name = support::unique_name("gw");
+    start_gateway_with(
+        &support::unique_name("gw"),
+        gateway::hub::SubscribeMode::PerUser,
+    )
+    .await
+}
+
+async fn start_gateway_with(name: &str, mode: gateway::hub::SubscribeMode) -> TestGateway {
     let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &support::redis_url());
     config.redis.channel_prefix = format!("{name}:notification:");
     config.ticket_prefix = format!("{name}:ws-ticket:");
     config.jwt_keys = format!("key-default={SECRET}");
+    config.subscribe_mode = mode;
     let shutdown = CancellationToken::new();
     let gateway = Gateway::bind(&config, shutdown.clone()).await.unwrap();
     let addr = gateway.local_addr().unwrap();
@@ -354,4 +362,139 @@ async fn bad_credentials_and_foreign_subscriptions_get_error_frames() {
         "{error}"
     );
     gw.shutdown.cancel();
+}
+
+/// Channels this gateway's relay is subscribed to, as Redis reports them.
+async fn subscribed_channels(prefix: &str) -> Vec<String> {
+    let mut r = redis().await;
+    redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut r)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_deliver_exactly_once_and_subscribe_only_their_users() {
+    let name = support::unique_name("gw2");
+    let a = start_gateway_with(&name, gateway::hub::SubscribeMode::PerUser).await;
+    let b = start_gateway_with(&name, gateway::hub::SubscribeMode::PerUser).await;
+    let t1 = ticket_for(&a, "on-a").await;
+    let mut on_a = connect_and_subscribe(
+        &a,
+        &format!("X-WS-Ticket:{t1}"),
+        "/user/queue/notifications",
+    )
+    .await;
+    let t2 = ticket_for(&b, "on-b").await;
+    let mut on_b = connect_and_subscribe(
+        &b,
+        &format!("X-WS-Ticket:{t2}"),
+        "/user/queue/notifications",
+    )
+    .await;
+
+    let wanted = [format!("{}on-a", a.prefix), format!("{}on-b", a.prefix)];
+    for _ in 0..100 {
+        let channels = subscribed_channels(&a.prefix).await;
+        if wanted.iter().all(|w| channels.contains(w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each user's channel has exactly one subscriber: the instance holding the user.
+    let mut r = redis().await;
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&wanted[0])
+        .arg(&wanted[1])
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![(wanted[0].clone(), 1), (wanted[1].clone(), 1)]);
+
+    publish(&b, "on-b", r#"{"id":1,"userId":"on-b"}"#).await;
+    let message = next_frame(&mut on_b).await;
+    assert!(
+        message.ends_with("{\"id\":1,\"userId\":\"on-b\"}\0"),
+        "{message}"
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(700), on_b.next()).await;
+    assert!(extra.is_err(), "delivered exactly once: {extra:?}");
+    let other = tokio::time::timeout(Duration::from_millis(300), on_a.next()).await;
+    assert!(
+        other.is_err(),
+        "the user on A hears nothing of B's user: {other:?}"
+    );
+
+    // The last session of a user leaving unsubscribes the instance.
+    drop(on_b);
+    let mut gone = false;
+    for _ in 0..100 {
+        if !subscribed_channels(&a.prefix).await.contains(&wanted[1]) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "unsubscribed after the last session left");
+    a.shutdown.cancel();
+    b.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_mode_delivers_too() {
+    let gw = start_gateway_with(
+        &support::unique_name("gwp"),
+        gateway::hub::SubscribeMode::Pattern,
+    )
+    .await;
+    let t = ticket_for(&gw, "pat").await;
+    let mut ws = connect_and_subscribe(
+        &gw,
+        &format!("X-WS-Ticket:{t}"),
+        "/user/pat/queue/notifications",
+    )
+    .await;
+    let mut got = String::new();
+    for _ in 0..50 {
+        publish(&gw, "pat", r#"{"id":5}"#).await;
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+        {
+            got = text.to_string();
+            break;
+        }
+    }
+    assert!(
+        got.starts_with("MESSAGE\n") && got.ends_with("{\"id\":5}\0"),
+        "{got}"
+    );
+    gw.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions_with_going_away() {
+    let gw = start_gateway().await;
+    let t = ticket_for(&gw, "bye").await;
+    let mut ws = connect_and_subscribe(
+        &gw,
+        &format!("X-WS-Ticket:{t}"),
+        "/user/queue/notifications",
+    )
+    .await;
+    gw.shutdown.cancel();
+    let close = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
 }
