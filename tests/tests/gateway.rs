@@ -28,6 +28,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 struct TestGateway {
+    metrics: gateway::metrics::GatewayMetrics,
     addr: std::net::SocketAddr,
     prefix: String,
     ticket_prefix: String,
@@ -44,16 +45,27 @@ async fn start_gateway() -> TestGateway {
 }
 
 async fn start_gateway_with(name: &str, mode: gateway::hub::SubscribeMode) -> TestGateway {
+    start_gateway_config(name, mode, |_| {}).await
+}
+
+async fn start_gateway_config(
+    name: &str,
+    mode: gateway::hub::SubscribeMode,
+    adjust: impl FnOnce(&mut GatewayConfig),
+) -> TestGateway {
     let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &support::redis_url());
     config.redis.channel_prefix = format!("{name}:notification:");
     config.ticket_prefix = format!("{name}:ws-ticket:");
     config.jwt_keys = format!("key-default={SECRET}");
     config.subscribe_mode = mode;
+    adjust(&mut config);
     let shutdown = CancellationToken::new();
     let gateway = Gateway::bind(&config, shutdown.clone()).await.unwrap();
     let addr = gateway.local_addr().unwrap();
+    let metrics = gateway.metrics();
     let task = tokio::spawn(gateway.run());
     TestGateway {
+        metrics,
         addr,
         prefix: config.redis.channel_prefix,
         ticket_prefix: config.ticket_prefix,
@@ -497,4 +509,96 @@ async fn shutdown_closes_sessions_with_going_away() {
     .await
     .unwrap();
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_closed_while_others_keep_receiving() {
+    let gw = start_gateway_config(
+        &support::unique_name("slow"),
+        gateway::hub::SubscribeMode::PerUser,
+        |c| {
+            c.session_queue = 256;
+            c.send_timeout_ms = 2_000;
+        },
+    )
+    .await;
+    let t1 = ticket_for(&gw, "stalled").await;
+    let stalled = connect_and_subscribe(
+        &gw,
+        &format!("X-WS-Ticket:{t1}"),
+        "/user/queue/notifications",
+    )
+    .await;
+    let t2 = ticket_for(&gw, "healthy").await;
+    let mut healthy = connect_and_subscribe(
+        &gw,
+        &format!("X-WS-Ticket:{t2}"),
+        "/user/queue/notifications",
+    )
+    .await;
+    // Wait until both users' channels are live.
+    for _ in 0..100 {
+        let channels = subscribed_channels(&gw.prefix).await;
+        if channels.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_before = rss_kib();
+
+    // Flood the stalled user (it never reads) with 4 KB notifications.
+    let big = format!(r#"{{"id":1,"message":"{}"}}"#, "x".repeat(4000));
+    // (In pipelines of 100, so the test's own buffers stay small.)
+    let mut r = redis().await;
+    for _ in 0..50 {
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.cmd("PUBLISH")
+                .arg(format!("{}stalled", gw.prefix))
+                .arg(&big)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut r).await.unwrap();
+    }
+
+    // The healthy user still gets its notification promptly.
+    let started = std::time::Instant::now();
+    publish(&gw, "healthy", r#"{"id":2}"#).await;
+    let message = next_frame(&mut healthy).await;
+    assert!(message.ends_with("{\"id\":2}\0"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "healthy latency {:?}",
+        started.elapsed()
+    );
+
+    // The stalled session is closed as slow (queue full) or by the send timeout.
+    let mut closed = false;
+    for _ in 0..100 {
+        let text = gw.metrics.render();
+        if text.contains("gateway_closes_total{reason=\"slow_consumer\"}")
+            || text.contains("gateway_closes_total{reason=\"send_timeout\"}")
+        {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "stalled session closed: {}", gw.metrics.render());
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "memory stays bounded (20 MB were published): grew {grown} KiB"
+    );
+    drop(stalled);
+    gw.shutdown.cancel();
 }
