@@ -271,6 +271,8 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
     };
     upgrade
         .protocols(ws::STOMP_PROTOCOLS)
+        .read_buffer_size(ws::READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(state.limits.max_frame_bytes)
         .on_upgrade(move |socket| async move {
             ws::serve(socket, state).await;

@@ -18,6 +18,11 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init(cli.telemetry.log_format);
+    // Every connection is a descriptor: use all the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
     let shutdown = shared::shutdown::on_signal();
     let gateway = Gateway::bind(&cli.gateway, shutdown).await?;
     gateway.run().await?;

@@ -14,6 +14,10 @@ pub const STOMP_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Messages queued toward one socket before the engine's send timeout applies.
 pub const TO_CLIENT_QUEUE: usize = 64;
 
+/// Socket read buffer per connection. Idle sessions dominate; the default (128 KiB) would
+/// cost far more than the session itself.
+pub const READ_BUFFER: usize = 1024;
+
 /// WebSocket close code for a server going away (shutdown).
 const GOING_AWAY: u16 = 1001;
 /// WebSocket close code for a policy violation (protocol error, slow consumer).

@@ -186,6 +186,8 @@ async fn iframe(headers: HeaderMap) -> Response {
 /// The SockJS `websocket` transport: one SockJS session per socket.
 async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
+        .read_buffer_size(crate::ws::READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(app.limits.max_frame_bytes + 1024)
         .on_upgrade(move |socket| sockjs_websocket(socket, app))
 }
