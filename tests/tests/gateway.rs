@@ -83,17 +83,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 }
 
 async fn ticket_for(gw: &TestGateway, user: &str) -> String {
-    let ticket = format!("t-{}", rand::random::<u64>());
-    let mut r = redis().await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}{ticket}", gw.ticket_prefix))
-        .arg(user)
-        .arg("EX")
-        .arg(30)
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    ticket
+    support::issue_ticket(&gw.ticket_prefix, user).await
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
@@ -146,6 +136,20 @@ async fn publish(gw: &TestGateway, user: &str, json: &str) {
         .query_async(&mut r)
         .await
         .unwrap();
+}
+
+/// Publishes `json` for `user` until the session's first frame arrives (the relay subscribes
+/// asynchronously after SUBSCRIBE); returns that frame.
+async fn publish_until_delivered(gw: &TestGateway, ws: &mut Ws, user: &str, json: &str) -> String {
+    for _ in 0..50 {
+        publish(gw, user, json).await;
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+        {
+            return text.to_string();
+        }
+    }
+    String::new()
 }
 
 /// Connects, authenticates with `header`, and subscribes to `destination`.
@@ -208,16 +212,7 @@ async fn a_ticket_user_receives_its_notifications_exactly() {
     let json = r#"{"id":42,"userId":"user-1","type":"ORDER_CREATED","title":"주문이 접수되었습니다","message":"2개 상품, 45,000원 결제 대기중","link":"/shopping/orders/ORD-1","status":"UNREAD","referenceId":"ORD-1","referenceType":"order","createdAt":"2026-02-06T10:00:00","readAt":null}"#;
 
     // The relay subscribes asynchronously; publish until the first delivery.
-    let mut message = String::new();
-    for _ in 0..50 {
-        publish(&gw, "user-1", json).await;
-        if let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
-        {
-            message = text.to_string();
-            break;
-        }
-    }
+    let message = publish_until_delivered(&gw, &mut ws, "user-1", json).await;
     assert!(message.starts_with("MESSAGE\n"), "{message}");
     assert!(
         message.contains("destination:/user/user-1/queue/notifications\n"),
@@ -273,16 +268,8 @@ async fn a_jwt_user_gets_only_its_own_messages() {
     )
     .await;
 
-    let mut got = String::new();
-    for i in 0..50 {
-        publish(&gw, "alice", &format!(r#"{{"id":{i},"userId":"alice"}}"#)).await;
-        if let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout(Duration::from_millis(200), alice.next()).await
-        {
-            got = text.to_string();
-            break;
-        }
-    }
+    let got =
+        publish_until_delivered(&gw, &mut alice, "alice", r#"{"id":1,"userId":"alice"}"#).await;
     assert!(got.contains(r#""userId":"alice""#), "{got}");
     assert!(
         got.contains("destination:/user/queue/notifications\n"),
@@ -469,16 +456,7 @@ async fn pattern_mode_delivers_too() {
         "/user/pat/queue/notifications",
     )
     .await;
-    let mut got = String::new();
-    for _ in 0..50 {
-        publish(&gw, "pat", r#"{"id":5}"#).await;
-        if let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
-        {
-            got = text.to_string();
-            break;
-        }
-    }
+    let got = publish_until_delivered(&gw, &mut ws, "pat", r#"{"id":5}"#).await;
     assert!(
         got.starts_with("MESSAGE\n") && got.ends_with("{\"id\":5}\0"),
         "{got}"

@@ -61,16 +61,7 @@ async fn redis() -> redis::aio::MultiplexedConnection {
 }
 
 async fn ticket(env: &Env, user: &str) -> String {
-    let ticket = format!("{:032x}", rand::random::<u128>());
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}{ticket}", env.ticket_prefix))
-        .arg(user)
-        .arg("EX")
-        .arg(30)
-        .query_async(&mut redis().await)
-        .await
-        .unwrap();
-    ticket
+    support::issue_ticket(&env.ticket_prefix, user).await
 }
 
 /// Runs the Node client; publishes `json` for `user` once it is subscribed; returns its last

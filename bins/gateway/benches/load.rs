@@ -51,15 +51,24 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open_session(addr: &str, user: &str, heartbeat: &str) -> anyhow::Result<Ws> {
     let mut request = format!("ws://{addr}/ws/notifications/websocket").into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "v12.stomp".parse()?);
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v12.stomp".parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
     let exp = chrono::Utc::now().timestamp() + 3600;
-    let token = sign_hs256(SECRET.as_bytes(), Some("k"), &serde_json::json!({"sub": user, "exp": exp}));
-    let connect = format!("CONNECT\naccept-version:1.2\nheart-beat:{heartbeat}\nAuthorization:Bearer {token}\n\n\0");
+    let token = sign_hs256(
+        SECRET.as_bytes(),
+        Some("k"),
+        &serde_json::json!({"sub": user, "exp": exp}),
+    );
+    let connect = format!(
+        "CONNECT\naccept-version:1.2\nheart-beat:{heartbeat}\nAuthorization:Bearer {token}\n\n\0"
+    );
     ws.send(Message::Text(connect.into())).await?;
     match ws.next().await {
         Some(Ok(Message::Text(t))) if t.starts_with("CONNECTED") => {}
@@ -81,7 +90,9 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let prefix = format!("bench{}:notification:", std::process::id());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -112,7 +123,9 @@ async fn run(args: &Args, addr: &str, prefix: &str, pid: u32) -> anyhow::Result<
     let started = Instant::now();
     for chunk in (0..args.sessions).collect::<Vec<_>>().chunks(500) {
         let users: Vec<String> = chunk.iter().map(|i| format!("idle-{i}")).collect();
-        let opened = futures_util::future::join_all(users.iter().map(|u| open_session(addr, u, "0,0"))).await;
+        let opened =
+            futures_util::future::join_all(users.iter().map(|u| open_session(addr, u, "0,0")))
+                .await;
         for ws in opened {
             idle.push(ws?);
         }
@@ -135,7 +148,9 @@ async fn run(args: &Args, addr: &str, prefix: &str, pid: u32) -> anyhow::Result<
     let mut readers = Vec::new();
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(500) {
         let users: Vec<String> = chunk.iter().map(|i| format!("sub-{i}")).collect();
-        let opened = futures_util::future::join_all(users.iter().map(|u| open_session(addr, u, "0,0"))).await;
+        let opened =
+            futures_util::future::join_all(users.iter().map(|u| open_session(addr, u, "0,0")))
+                .await;
         for ws in opened {
             let mut ws = ws?;
             let received = received.clone();
@@ -146,7 +161,10 @@ async fn run(args: &Args, addr: &str, prefix: &str, pid: u32) -> anyhow::Result<
                     if let Message::Text(text) = message {
                         // The body ends with "t":<publish time in µs>}
                         if let Some(start) = text.rfind("\"t\":") {
-                            let end = text[start..].find('}').map(|e| start + e).unwrap_or(text.len());
+                            let end = text[start..]
+                                .find('}')
+                                .map(|e| start + e)
+                                .unwrap_or(text.len());
                             if let Ok(t) = text[start + 4..end].parse::<u64>() {
                                 local.push(now_micros().saturating_sub(t));
                             }
@@ -173,7 +191,10 @@ async fn run(args: &Args, addr: &str, prefix: &str, pid: u32) -> anyhow::Result<
             let user = i % args.subscribers;
             pipe.cmd("PUBLISH")
                 .arg(format!("{prefix}sub-{user}"))
-                .arg(format!("{{\"id\":{i},\"userId\":\"sub-{user}\",\"t\":{}}}", now_micros()))
+                .arg(format!(
+                    "{{\"id\":{i},\"userId\":\"sub-{user}\",\"t\":{}}}",
+                    now_micros()
+                ))
                 .ignore();
         }
         pipe.query_async::<()>(&mut redis).await?;

@@ -23,6 +23,25 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
+/// Stores a one-time WebSocket ticket for `user` (30 s, as the REST endpoint does).
+pub async fn issue_ticket(prefix: &str, user: &str) -> String {
+    let ticket = format!("{:032x}", rand::random::<u128>());
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}{ticket}"))
+        .arg(user)
+        .arg("EX")
+        .arg(30)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    ticket
+}
+
 /// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
