@@ -580,3 +580,58 @@ async fn a_stalled_client_is_closed_while_others_keep_receiving() {
     drop(stalled);
     gw.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_origins_may_connect() {
+    let gw = start_gateway_config(
+        &support::unique_name("origin"),
+        gateway::hub::SubscribeMode::PerUser,
+        |c| {
+            c.allowed_origins = vec!["https://portal.example".into()];
+        },
+    )
+    .await;
+    let attempt = |origin: &'static str| {
+        let addr = gw.addr;
+        async move {
+            let mut request = format!("ws://{addr}/ws/notifications/websocket")
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
+            tokio_tungstenite::connect_async(request).await.map(|_| ())
+        }
+    };
+    assert!(attempt("https://portal.example").await.is_ok());
+    assert!(
+        attempt("https://evil.example").await.is_err(),
+        "a foreign origin is refused"
+    );
+    let info =
+        http_get_with_origin(gw.addr, "/ws/notifications/info", "https://evil.example").await;
+    assert!(info.starts_with("HTTP/1.1 403"), "{info}");
+    let info =
+        http_get_with_origin(gw.addr, "/ws/notifications/info", "https://portal.example").await;
+    assert!(info.starts_with("HTTP/1.1 200"), "{info}");
+    assert!(
+        info.contains("access-control-allow-origin: https://portal.example"),
+        "{info}"
+    );
+    assert!(info.contains("\"websocket\":true"), "{info}");
+    gw.shutdown.cancel();
+}
+
+async fn http_get_with_origin(addr: std::net::SocketAddr, path: &str, origin: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}

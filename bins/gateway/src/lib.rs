@@ -110,6 +110,16 @@ pub struct GatewayConfig {
     )]
     pub first_frame_timeout_ms: u64,
 
+    /// Browser origins allowed to connect, comma separated (`*`: any). Requests without an
+    /// Origin header (non-browser clients) are not restricted.
+    #[arg(
+        long = "allowed-origins",
+        env = "APP_WEBSOCKET_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Open WebSocket connections this instance accepts.
     #[arg(
         long = "max-connections",
@@ -138,6 +148,7 @@ impl GatewayConfig {
             session_queue: 1024,
             send_timeout_ms: 10_000,
             first_frame_timeout_ms: 60_000,
+            allowed_origins: vec!["*".into()],
             max_connections: 50_000,
         }
     }
@@ -153,6 +164,39 @@ pub struct Limits {
     pub send_timeout: Duration,
 }
 
+/// Which browser origins may connect.
+#[derive(Debug, Clone)]
+pub struct Origins(Option<Vec<String>>);
+
+impl Origins {
+    pub fn new(list: &[String]) -> Origins {
+        let list: Vec<String> = list
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if list.is_empty() || list.iter().any(|o| o == "*") {
+            Origins(None)
+        } else {
+            Origins(Some(list))
+        }
+    }
+
+    /// Whether a request with these headers may connect.
+    pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(list) = &self.0 else { return true };
+        match headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+        {
+            None => true,
+            Some(origin) => list
+                .iter()
+                .any(|allowed| allowed == origin.trim_end_matches('/')),
+        }
+    }
+}
+
 /// What every connection task shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -162,6 +206,7 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
     pub shutdown: CancellationToken,
     pub sockjs: sockjs::Sessions,
+    pub origins: Origins,
     connections: Arc<Semaphore>,
 }
 
@@ -218,6 +263,7 @@ impl Gateway {
             metrics,
             shutdown,
             sockjs: sockjs::Sessions::default(),
+            origins: Origins::new(&config.allowed_origins),
             connections: Arc::new(Semaphore::new(config.max_connections)),
         };
         let listener = TcpListener::bind(config.listen_addr).await?;
@@ -240,7 +286,7 @@ impl Gateway {
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(metrics_text))
             .route("/ws/notifications/websocket", get(websocket))
-            .merge(sockjs::routes())
+            .merge(sockjs::routes(self.state.clone()))
             .with_state(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();
@@ -260,7 +306,14 @@ async fn metrics_text(State(state): State<AppState>) -> String {
     state.metrics.render()
 }
 
-async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !state.origins.allows(&headers) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         state
             .metrics

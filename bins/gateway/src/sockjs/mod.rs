@@ -54,8 +54,8 @@ struct Outbox {
     receiver_attached: bool,
 }
 
-/// The routes under `/ws/notifications`.
-pub fn routes() -> Router<AppState> {
+/// The routes under `/ws/notifications`; requests from origins not allowed get 403.
+pub fn routes(app: AppState) -> Router<AppState> {
     Router::new()
         .route("/ws/notifications/info", get(info).options(preflight))
         .route("/ws/notifications/iframe.html", get(iframe))
@@ -79,6 +79,19 @@ pub fn routes() -> Router<AppState> {
             "/ws/notifications/{server}/{session}/eventsource",
             get(eventsource),
         )
+        .layer(axum::middleware::from_fn_with_state(app, check_origin))
+}
+
+async fn check_origin(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if app.origins.allows(request.headers()) {
+        next.run(request).await
+    } else {
+        (StatusCode::FORBIDDEN, "origin not allowed").into_response()
+    }
 }
 
 /// CORS for SockJS: echo the Origin (or `*`), allow credentials.
