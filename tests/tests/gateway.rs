@@ -29,6 +29,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 struct TestGateway {
     metrics: gateway::metrics::GatewayMetrics,
+    admin: Option<std::net::SocketAddr>,
     addr: std::net::SocketAddr,
     prefix: String,
     ticket_prefix: String,
@@ -63,9 +64,11 @@ async fn start_gateway_config(
     let gateway = Gateway::bind(&config, shutdown.clone()).await.unwrap();
     let addr = gateway.local_addr().unwrap();
     let metrics = gateway.metrics();
+    let admin = gateway.admin_addr();
     let task = tokio::spawn(gateway.run());
     TestGateway {
         metrics,
+        admin,
         addr,
         prefix: config.redis.channel_prefix,
         ticket_prefix: config.ticket_prefix,
@@ -182,10 +185,38 @@ async fn connect_and_subscribe(gw: &TestGateway, header: &str, destination: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_answers_healthz_and_stops_on_shutdown() {
-    let gw = start_gateway().await;
+    let gw = start_gateway_config(
+        &support::unique_name("gw"),
+        gateway::hub::SubscribeMode::PerUser,
+        |c| {
+            c.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        },
+    )
+    .await;
+    let admin = gw.admin.unwrap();
     let response = http_get(gw.addr, "/healthz").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("ok"), "{response}");
+    let mut ready = String::new();
+    for _ in 0..100 {
+        ready = http_get(admin, "/readyz").await;
+        if ready.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ready.starts_with("HTTP/1.1 200"),
+        "ready once the relay is connected: {ready}"
+    );
+    let metrics = http_get(admin, "/metrics").await;
+    assert!(metrics.contains("gateway_deliveries_total"), "{metrics}");
+    assert!(
+        http_get(gw.addr, "/metrics")
+            .await
+            .starts_with("HTTP/1.1 404"),
+        "metrics only on the admin port"
+    );
 
     gw.shutdown.cancel();
     let stopped = tokio::time::timeout(STOP_WITHIN, gw.task).await;

@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = format!("bench{}:notification:", std::process::id());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .env("LISTEN_ADDR", &addr)
+        .env("ADMIN_ADDR", "127.0.0.1:0")
         .env("REDIS_URL", &args.redis)
         .env("REDIS_CHANNEL_PREFIX", &prefix)
         .env("JWT_KEYS", format!("k={SECRET}"))

@@ -65,6 +65,7 @@ pub struct Hub {
     session_queue: usize,
     mode: SubscribeMode,
     metrics: HubMetrics,
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Hub {
@@ -86,9 +87,15 @@ impl Hub {
             session_queue,
             mode,
             metrics,
+            connected: Arc::default(),
         };
         tokio::spawn(relay(hub.clone(), client, channels, receiver, shutdown));
         Ok(hub)
+    }
+
+    /// Whether the relay is connected to Redis and subscribed.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// A new session id.
@@ -212,6 +219,7 @@ async fn relay(
             tracing::info!("relay reconnected to Redis and resubscribed");
         }
         connected_once = true;
+        hub.connected.store(true, Ordering::Relaxed);
         backoff = BACKOFF_START;
         loop {
             tokio::select! {
@@ -224,12 +232,14 @@ async fn relay(
                     };
                     if let Err(err) = result {
                         tracing::warn!(%err, "Redis subscription change failed; relay reconnecting");
+                        hub.connected.store(false, Ordering::Relaxed);
                         break;
                     }
                 }
                 message = stream.next() => {
                     let Some(message) = message else {
                         tracing::warn!("Redis connection lost; relay reconnecting");
+                        hub.connected.store(false, Ordering::Relaxed);
                         break;
                     };
                     let channel = message.get_channel_name();

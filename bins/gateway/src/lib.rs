@@ -5,7 +5,7 @@
 //! Modules: [`stomp`] — the STOMP frame codec and [`session`] — the STOMP session state
 //! machine (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
 //! [`engine`] — one STOMP connection, independent of transport; [`ws`] — raw WebSocket;
-//! [`sockjs`] — SockJS transports; [`metrics`].
+//! [`sockjs`] — SockJS transports; [`metrics`] (served on the admin listener).
 
 pub mod auth;
 pub mod engine;
@@ -120,6 +120,14 @@ pub struct GatewayConfig {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(
+        long = "admin-addr",
+        env = "ADMIN_ADDR",
+        default_value = "0.0.0.0:9092"
+    )]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Open WebSocket connections this instance accepts.
     #[arg(
         long = "max-connections",
@@ -149,6 +157,7 @@ impl GatewayConfig {
             send_timeout_ms: 10_000,
             first_frame_timeout_ms: 60_000,
             allowed_origins: vec!["*".into()],
+            admin_addr: None,
             max_connections: 50_000,
         }
     }
@@ -213,6 +222,7 @@ pub struct AppState {
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     state: AppState,
 }
 
@@ -267,12 +277,25 @@ impl Gateway {
             connections: Arc::new(Semaphore::new(config.max_connections)),
         };
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Gateway { listener, state })
+        let admin = match config.admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Gateway {
+            listener,
+            admin,
+            state,
+        })
     }
 
     /// The address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn metrics(&self) -> GatewayMetrics {
@@ -282,9 +305,25 @@ impl Gateway {
     /// Serves until the shutdown token fires, then drains for at most the deadline.
     pub async fn run(self) -> std::io::Result<()> {
         let shutdown = self.state.shutdown.clone();
+        if let Some(admin) = self.admin {
+            let routes = Router::new()
+                .route("/metrics", get(metrics_text))
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(readyz))
+                .with_state(self.state.clone());
+            let stop = shutdown.clone().cancelled_owned();
+            tracing::info!(addr = %admin.local_addr()?, "admin listening");
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(admin, routes)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(%err, "admin listener failed");
+                }
+            });
+        }
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(metrics_text))
             .route("/ws/notifications/websocket", get(websocket))
             .merge(sockjs::routes(self.state.clone()))
             .with_state(self.state);
@@ -304,6 +343,15 @@ impl Gateway {
 
 async fn metrics_text(State(state): State<AppState>) -> String {
     state.metrics.render()
+}
+
+/// Ready: not shutting down, and the relay is connected to Redis.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if !state.shutdown.is_cancelled() && state.hub.is_connected() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 async fn websocket(
