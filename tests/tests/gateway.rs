@@ -666,3 +666,111 @@ async fn http_get_with_origin(addr: std::net::SocketAddr, path: &str, origin: &s
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    // Streaming responses do not end: read what arrives within a short window.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(1500),
+        stream.read_to_end(&mut response),
+    )
+    .await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonp_and_htmlfile_transports_carry_stomp() {
+    let gw = start_gateway().await;
+    let base = "/ws/notifications/000/jsonpsession1";
+    let open = http_request(
+        gw.addr,
+        "GET",
+        &format!("{base}/jsonp?c=cb"),
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(open.ends_with("/**/cb(\"o\");\r\n"), "{open}");
+    let ticket = ticket_for(&gw, "jp").await;
+    let connect = format!("CONNECT\naccept-version:1.2\nX-WS-Ticket:{ticket}\n\n\u{0}");
+    let payload = serde_json::to_string(&vec![connect]).unwrap();
+    let form: String = payload
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let sent = http_request(
+        gw.addr,
+        "POST",
+        &format!("{base}/jsonp_send"),
+        "application/x-www-form-urlencoded",
+        &format!("d={form}"),
+    )
+    .await;
+    assert!(
+        sent.starts_with("HTTP/1.1 200") && sent.ends_with("ok"),
+        "{sent}"
+    );
+    let connected = http_request(
+        gw.addr,
+        "GET",
+        &format!("{base}/jsonp?c=cb"),
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(
+        connected.contains(r#"/**/cb("a[\"CONNECTED\\nversion:1.2"#),
+        "{connected}"
+    );
+
+    let missing = http_request(
+        gw.addr,
+        "GET",
+        "/ws/notifications/000/htmlsession1/htmlfile",
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(missing.starts_with("HTTP/1.1 500"), "{missing}");
+    let evil = http_request(
+        gw.addr,
+        "GET",
+        "/ws/notifications/000/htmlsession1/htmlfile?c=alert(1)",
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(
+        evil.starts_with("HTTP/1.1 500"),
+        "callbacks are validated: {evil}"
+    );
+    let html = http_request(
+        gw.addr,
+        "GET",
+        "/ws/notifications/000/htmlsession2/htmlfile?c=parent.cb",
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(html.contains("var c = parent.parent.cb;"), "{html}");
+    assert!(html.contains("<script>\np(\"o\");\n</script>"), "{html}");
+    gw.shutdown.cancel();
+}

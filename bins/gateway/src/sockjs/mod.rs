@@ -1,5 +1,6 @@
 //! SockJS 0.3.3 server at `/ws/notifications`: `/info`, `/iframe.html`, and the
-//! `websocket`, `xhr` + `xhr_send`, `xhr_streaming` and `eventsource` transports, each
+//! `websocket`, `xhr` + `xhr_send`, `xhr_streaming`, `eventsource`, `htmlfile` and
+//! `jsonp` + `jsonp_send` transports, each
 //! feeding the transport-independent STOMP [`engine`](crate::engine).
 //!
 //! HTTP transports share a session registry: a session lives while a receiving request is
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -78,6 +79,18 @@ pub fn routes(app: AppState) -> Router<AppState> {
         .route(
             "/ws/notifications/{server}/{session}/eventsource",
             get(eventsource),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/htmlfile",
+            get(htmlfile),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/jsonp",
+            get(jsonp_poll),
+        )
+        .route(
+            "/ws/notifications/{server}/{session}/jsonp_send",
+            post(jsonp_send),
         )
         .layer(axum::middleware::from_fn_with_state(app, check_origin))
 }
@@ -404,13 +417,20 @@ async fn xhr_poll(
     Path((_server, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let ct = "application/javascript; charset=UTF-8";
-    let (session, created) = app.sockjs.open(&app, &id);
+    let frame = poll_frame(&app, &id).await;
+    let body = Body::from(format!("{frame}\n"));
+    text_response(&headers, "application/javascript; charset=UTF-8", body)
+}
+
+/// One polling answer: `o` for a new session, else what is pending, else `h` after the
+/// heartbeat interval.
+async fn poll_frame(app: &AppState, id: &str) -> String {
+    let (session, created) = app.sockjs.open(app, id);
     if created {
-        return text_response(&headers, ct, Body::from("o\n"));
+        return framing::OPEN.to_owned();
     }
     if let Err(frame) = attach(&session) {
-        return text_response(&headers, ct, Body::from(format!("{frame}\n")));
+        return frame;
     }
     let frame = loop {
         let notified = session.wake.notified();
@@ -425,7 +445,131 @@ async fn xhr_poll(
         }
     };
     detach(&session);
-    text_response(&headers, ct, Body::from(format!("{frame}\n")))
+    frame
+}
+
+/// The `c` (callback) parameter of the htmlfile and jsonp transports, validated.
+fn callback(query: &HashMap<String, String>) -> Result<String, Response> {
+    match query.get("c").or_else(|| query.get("callback")) {
+        Some(c)
+            if !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.') =>
+        {
+            Ok(c.clone())
+        }
+        Some(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid \"callback\" parameter",
+        )
+            .into_response()),
+        None => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "\"callback\" parameter required",
+        )
+            .into_response()),
+    }
+}
+
+/// `jsonp`: polling through a script tag.
+async fn jsonp_poll(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let callback = match callback(&query) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let frame = poll_frame(&app, &id).await;
+    let literal = serde_json::to_string(&frame).unwrap_or_default();
+    let body = Body::from(format!("/**/{callback}({literal});\r\n"));
+    text_response(&headers, "application/javascript; charset=UTF-8", body)
+}
+
+/// `jsonp_send`: client → server messages, form-encoded (`d=...`) or raw.
+async fn jsonp_send(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(session) = app.sockjs.get(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let form = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
+    let payload = if form {
+        match body.strip_prefix(b"d=") {
+            Some(encoded) => percent_decode(encoded),
+            None => Vec::new(),
+        }
+    } else {
+        body.to_vec()
+    };
+    let items = match framing::parse_payload(&payload) {
+        Ok(items) => items,
+        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    };
+    for item in items {
+        if session.to_engine.send(item.into_bytes()).await.is_err() {
+            break;
+        }
+    }
+    text_response(&headers, "text/plain; charset=UTF-8", Body::from("ok"))
+}
+
+/// Form decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < input.len() => {
+                let hex = std::str::from_utf8(&input[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `htmlfile`: streaming through a hidden iframe document.
+async fn htmlfile(
+    State(app): State<AppState>,
+    Path((_server, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let callback = match callback(&query) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let mut prelude = format!(
+        "<!doctype html>\n<html><head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n</head><body><h2>Don't panic!</h2>\n  <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    function p(d) {{c.message(d);}};\n    window.onload = function() {{c.stop();}};\n  </script>"
+    );
+    // Browsers render nothing until 1 KiB has arrived.
+    while prelude.len() < 1024 {
+        prelude.push(' ');
+    }
+    prelude.push_str("\r\n");
+    let body = stream(&app, &id, prelude.into_bytes(), |frame| {
+        let literal = serde_json::to_string(frame).unwrap_or_default();
+        format!("<script>\np({literal});\n</script>\r\n")
+    });
+    text_response(&headers, "text/html; charset=UTF-8", body)
 }
 
 /// `xhr_send`: client → server messages.
@@ -462,7 +606,12 @@ async fn xhr_send(
 }
 
 /// A streaming receiver: `prelude`, then frames wrapped by `wrap`, until the stream limit.
-fn stream(app: &AppState, id: &str, prelude: Vec<u8>, wrap: fn(&str) -> String) -> Body {
+fn stream(
+    app: &AppState,
+    id: &str,
+    prelude: Vec<u8>,
+    wrap: impl Fn(&str) -> String + Send + 'static,
+) -> Body {
     let (session, created) = app.sockjs.open(app, id);
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(8);
     tokio::spawn(async move {
@@ -525,4 +674,16 @@ async fn eventsource(
         format!("data: {escaped}\r\n\r\n")
     });
     text_response(&headers, "text/event-stream; charset=UTF-8", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn form_values_are_percent_decoded() {
+        assert_eq!(percent_decode(b"%5B%22a+b%22%5D"), b"[\"a b\"]");
+        assert_eq!(percent_decode(b"100%"), b"100%");
+        assert_eq!(percent_decode(b"%zz"), b"%zz");
+    }
 }
