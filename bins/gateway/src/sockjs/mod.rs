@@ -449,7 +449,7 @@ async fn poll_frame(app: &AppState, id: &str) -> String {
 }
 
 /// The `c` (callback) parameter of the htmlfile and jsonp transports, validated.
-fn callback(query: &HashMap<String, String>) -> Result<String, Response> {
+fn callback(query: &HashMap<String, String>) -> Result<String, &'static str> {
     match query.get("c").or_else(|| query.get("callback")) {
         Some(c)
             if !c.is_empty()
@@ -458,16 +458,8 @@ fn callback(query: &HashMap<String, String>) -> Result<String, Response> {
         {
             Ok(c.clone())
         }
-        Some(_) => Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "invalid \"callback\" parameter",
-        )
-            .into_response()),
-        None => Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "\"callback\" parameter required",
-        )
-            .into_response()),
+        Some(_) => Err("invalid \"callback\" parameter"),
+        None => Err("\"callback\" parameter required"),
     }
 }
 
@@ -480,7 +472,7 @@ async fn jsonp_poll(
 ) -> Response {
     let callback = match callback(&query) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(reason) => return (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response(),
     };
     let frame = poll_frame(&app, &id).await;
     let literal = serde_json::to_string(&frame).unwrap_or_default();
@@ -555,7 +547,7 @@ async fn htmlfile(
 ) -> Response {
     let callback = match callback(&query) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(reason) => return (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response(),
     };
     let mut prelude = format!(
         "<!doctype html>\n<html><head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n</head><body><h2>Don't panic!</h2>\n  <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    function p(d) {{c.message(d);}};\n    window.onload = function() {{c.stop();}};\n  </script>"
