@@ -270,6 +270,22 @@ async fn the_same_event_twice_is_stored_once_and_published_once() {
     assert!(messages.iter().any(|(_, p)| p.contains("ORDER_CREATED")));
     assert!(messages.iter().any(|(_, p)| p.contains("ORDER_CANCELLED")));
     running.stop().await;
+    // A graceful stop leaves every processed record committed.
+    let (bootstrap, group) = (env.kafka.bootstrap.clone(), env.group.clone());
+    let created = env.topics.topic(EventKind::OrderCreated).to_owned();
+    let cancelled = env.topics.topic(EventKind::OrderCancelled).to_owned();
+    let (created, cancelled) = tokio::task::spawn_blocking(move || {
+        let total = |topic: &str| -> i64 {
+            kafka::committed(&bootstrap, &group, topic, kafka::PARTITIONS)
+                .into_iter()
+                .filter(|o| *o >= 0)
+                .sum()
+        };
+        (total(&created), total(&cancelled))
+    })
+    .await
+    .unwrap();
+    assert_eq!((created, cancelled), (2, 1), "committed offsets after stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

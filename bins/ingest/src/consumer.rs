@@ -157,9 +157,15 @@ impl Ingest {
             let pipeline = self.pipeline.clone();
             let consumer = self.consumer.clone();
             tokio::spawn(async move {
+                let mut last = Vec::new();
                 while let Some(staged) = staged_batches.recv().await {
                     pipeline.publish_stage(&staged).await;
-                    commit(&consumer, &staged.records);
+                    commit(&consumer, &staged.records, CommitMode::Async);
+                    last = staged.records;
+                }
+                // Input is over: make the last commit durable before the group is left.
+                if !last.is_empty() {
+                    commit(&consumer, &last, CommitMode::Sync);
                 }
             })
         };
@@ -222,17 +228,13 @@ impl Ingest {
                 "shutdown deadline passed while publishing; unpublished batches stay uncommitted"
             );
         }
-        // Make the last asynchronous commit durable before leaving the group.
-        if let Err(err) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(%err, "final commit");
-        }
         tracing::info!("ingest stopped");
         Ok(())
     }
 }
 
 /// Commits, per partition, the offset after the batch's highest record there.
-fn commit(consumer: &StreamConsumer<IngestContext>, records: &[Record]) {
+fn commit(consumer: &StreamConsumer<IngestContext>, records: &[Record], mode: CommitMode) {
     let mut next: HashMap<(&str, i32), i64> = HashMap::new();
     for record in records {
         let entry = next.entry((&record.topic, record.partition)).or_insert(0);
@@ -245,7 +247,7 @@ fn commit(consumer: &StreamConsumer<IngestContext>, records: &[Record]) {
             return;
         }
     }
-    if let Err(err) = consumer.commit(&list, CommitMode::Async) {
+    if let Err(err) = consumer.commit(&list, mode) {
         // After a rebalance the partition's new owner consumes these records again;
         // dedup makes that harmless.
         tracing::warn!(%err, "offset commit failed");
