@@ -502,14 +502,8 @@ async fn jsonp_send(
     } else {
         body.to_vec()
     };
-    let items = match framing::parse_payload(&payload) {
-        Ok(items) => items,
-        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    };
-    for item in items {
-        if session.to_engine.send(item.into_bytes()).await.is_err() {
-            break;
-        }
+    if let Err(err) = forward(&session, &payload).await {
+        return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
     }
     text_response(&headers, "text/plain; charset=UTF-8", Body::from("ok"))
 }
@@ -564,6 +558,16 @@ async fn htmlfile(
     text_response(&headers, "text/html; charset=UTF-8", body)
 }
 
+/// Hands a client payload's messages to the session's engine, in order.
+async fn forward(session: &HttpSession, payload: &[u8]) -> Result<(), framing::PayloadError> {
+    for item in framing::parse_payload(payload)? {
+        if session.to_engine.send(item.into_bytes()).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// `xhr_send`: client → server messages.
 async fn xhr_send(
     State(app): State<AppState>,
@@ -574,18 +578,10 @@ async fn xhr_send(
     let Some(session) = app.sockjs.get(&id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let items = match framing::parse_payload(&body) {
-        Ok(items) => items,
-        Err(err) => {
-            let mut response = (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
-            cors(&headers, &mut response);
-            return response;
-        }
-    };
-    for item in items {
-        if session.to_engine.send(item.into_bytes()).await.is_err() {
-            break;
-        }
+    if let Err(err) = forward(&session, &body).await {
+        let mut response = (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
+        cors(&headers, &mut response);
+        return response;
     }
     let mut response = (
         StatusCode::NO_CONTENT,
