@@ -3,7 +3,7 @@
 //! It decodes client bytes (from whichever transport), executes the session's actions
 //! (authenticate, join the hub, send frames), relays the user's notifications from the hub
 //! inbox, sends STOMP heart-beats and closes silent, slow or timed-out clients. Output goes
-//! to the transport through a bounded channel; a write the transport does not take within
+//! to the transport through an [`Outlet`] bounded in bytes; output that does not fit within
 //! `send_timeout` ends the connection.
 
 use std::collections::VecDeque;
@@ -15,50 +15,12 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::AppState;
 use crate::hub::Inbox;
+pub use crate::outlet::{End, ToClient};
+use crate::outlet::{Outlet, SendError};
 use crate::session::{Action, Session};
 use crate::stomp::{Command, Decoder, Frame, Item, encode};
 
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
-
-/// What the engine hands to the transport.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToClient {
-    /// STOMP bytes (frames or a heart-beat EOL), as text.
-    Data(String),
-    /// The connection is over.
-    Close(End),
-}
-
-/// Why a connection ended (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    ClientClosed,
-    Protocol,
-    SlowConsumer,
-    SendTimeout,
-    Silent,
-    NoConnect,
-    Shutdown,
-}
-
-impl End {
-    /// Whether the server is going away (transports say so with their own close code).
-    pub fn is_shutdown(self) -> bool {
-        self == End::Shutdown
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            End::ClientClosed => "client_closed",
-            End::Protocol => "protocol",
-            End::SlowConsumer => "slow_consumer",
-            End::SendTimeout => "send_timeout",
-            End::Silent => "heartbeat_timeout",
-            End::NoConnect => "no_connect",
-            End::Shutdown => "shutdown",
-        }
-    }
-}
 
 /// Runs one client connection to its end. `from_client` yields the bytes the client sent
 /// (closed when the client went away); `to_client` takes what to send.
@@ -66,7 +28,7 @@ pub async fn run(
     app: AppState,
     transport: &'static str,
     mut from_client: mpsc::Receiver<Vec<u8>>,
-    to_client: mpsc::Sender<ToClient>,
+    to_client: Outlet,
 ) {
     let id = app.hub.session_id();
     let mut session = Session::new(app.limits.session.clone());
@@ -79,6 +41,7 @@ pub async fn run(
     let mut last_heard = Instant::now();
     let mut next_beat = Instant::now() + FAR_FUTURE;
     let send_timeout = app.limits.send_timeout;
+    let mut errored = false;
     app.metrics.sessions.with_label_values(&[transport]).inc();
 
     let end = 'conn: loop {
@@ -126,8 +89,8 @@ pub async fn run(
                 }
             }
             _ = sleep_until(next_beat), if beat_every.is_some() => {
-                if !send(&to_client, "\n".to_owned(), send_timeout).await {
-                    break End::SendTimeout;
+                if let Err(end) = send(&to_client, "\n".to_owned(), send_timeout).await {
+                    break end;
                 }
                 next_beat = Instant::now() + beat_every.unwrap_or(FAR_FUTURE);
                 continue;
@@ -148,8 +111,8 @@ pub async fn run(
                         .inc();
                     let bytes = encode(&frame, session.version());
                     let text = String::from_utf8_lossy(&bytes).into_owned();
-                    if !send(&to_client, text, send_timeout).await {
-                        break 'conn End::SendTimeout;
+                    if let Err(end) = send(&to_client, text, send_timeout).await {
+                        break 'conn end;
                     }
                     if frame.command == Command::Connected {
                         if let (Some(every), _) = session.heartbeats() {
@@ -157,6 +120,7 @@ pub async fn run(
                         }
                     }
                     if is_error {
+                        errored = true;
                         app.metrics.errors.inc();
                     }
                 }
@@ -181,7 +145,7 @@ pub async fn run(
                         }
                     }
                 }
-                Action::Close => break 'conn End::Protocol,
+                Action::Close => break 'conn if errored { End::Protocol } else { End::Done },
             }
         }
     };
@@ -189,15 +153,15 @@ pub async fn run(
     if let Some(user) = joined_user.take() {
         app.hub.leave(&user, id).await;
     }
-    let _ = to_client.try_send(ToClient::Close(end));
+    to_client.close(end);
     app.metrics.sessions.with_label_values(&[transport]).dec();
     app.metrics.closes.with_label_values(&[end.label()]).inc();
 }
 
-/// Hands `text` to the transport within `limit`; false when it did not take it in time.
-async fn send(to_client: &mpsc::Sender<ToClient>, text: String, limit: Duration) -> bool {
-    to_client
-        .send_timeout(ToClient::Data(text), limit)
-        .await
-        .is_ok()
+/// Hands `text` to the transport once it fits the send buffer, within `limit`.
+async fn send(to_client: &Outlet, text: String, limit: Duration) -> Result<(), End> {
+    to_client.send(text, limit).await.map_err(|err| match err {
+        SendError::Timeout => End::SendTimeout,
+        SendError::Closed => End::ClientClosed,
+    })
 }

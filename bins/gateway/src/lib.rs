@@ -4,17 +4,18 @@
 //!
 //! Modules: [`stomp`] — the STOMP frame codec and [`session`] — the STOMP session state
 //! machine (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
-//! [`engine`] — one STOMP connection, independent of transport; [`ws`] — raw WebSocket;
-//! [`sockjs`] — SockJS transports; [`metrics`] (served on the admin listener).
+//! [`engine`] — one STOMP connection, independent of transport; [`outlet`] — its bounded
+//! output; [`sockjs`] — the SockJS server (every transport, and the raw WebSocket) that
+//! runs the engine; [`metrics`] (served on the admin listener).
 
 pub mod auth;
 pub mod engine;
 pub mod hub;
 pub mod metrics;
+pub mod outlet;
 pub mod session;
 pub mod sockjs;
 pub mod stomp;
-pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +23,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
@@ -31,13 +31,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
 use shared::config::RedisArgs;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, JwtKeys};
 use crate::hub::{Hub, SubscribeMode};
 use crate::metrics::GatewayMetrics;
 use crate::session::SessionConfig;
+
+/// The STOMP subprotocols the raw WebSocket offers, most recent first.
+pub const STOMP_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
 /// How long open connections may take to finish after shutdown begins.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -94,7 +97,15 @@ pub struct GatewayConfig {
     )]
     pub session_queue: usize,
 
-    /// Longest time one write to a client may take, in milliseconds.
+    /// Output a session may have waiting for its client, in bytes.
+    #[arg(
+        long = "send-buffer-bytes",
+        env = "WS_SEND_BUFFER_BYTES",
+        default_value_t = 512 * 1024
+    )]
+    pub send_buffer_bytes: usize,
+
+    /// Longest time output may wait for room in the send buffer, in milliseconds.
     #[arg(
         long = "send-timeout-ms",
         env = "WS_SEND_TIMEOUT_MS",
@@ -154,6 +165,7 @@ impl GatewayConfig {
             insecure_no_auth: false,
             max_frame_bytes: 64 * 1024,
             session_queue: 1024,
+            send_buffer_bytes: 512 * 1024,
             send_timeout_ms: 10_000,
             first_frame_timeout_ms: 60_000,
             allowed_origins: vec!["*".into()],
@@ -214,9 +226,45 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: GatewayMetrics,
     pub shutdown: CancellationToken,
-    pub sockjs: sockjs::Sessions,
     pub origins: Origins,
     connections: Arc<Semaphore>,
+}
+
+/// The STOMP engine as the SockJS layer's application: a session takes a connection permit.
+#[derive(Clone)]
+struct Stomp(AppState);
+
+impl sockjs::Application for Stomp {
+    type Admission = OwnedSemaphorePermit;
+
+    fn admit(&self, _headers: &HeaderMap) -> Result<OwnedSemaphorePermit, Response> {
+        self.0.connections.clone().try_acquire_owned().map_err(|_| {
+            self.0
+                .metrics
+                .closes
+                .with_label_values(&["max_connections"])
+                .inc();
+            (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response()
+        })
+    }
+
+    fn run(
+        &self,
+        permit: OwnedSemaphorePermit,
+        connection: sockjs::Connection,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let state = self.0.clone();
+        async move {
+            engine::run(
+                state,
+                connection.transport,
+                connection.from_client,
+                connection.to_client,
+            )
+            .await;
+            drop(permit);
+        }
+    }
 }
 
 /// A bound, not yet serving gateway.
@@ -224,6 +272,7 @@ pub struct Gateway {
     listener: TcpListener,
     admin: Option<TcpListener>,
     state: AppState,
+    sockjs_options: sockjs::Options,
 }
 
 impl Gateway {
@@ -257,6 +306,12 @@ impl Gateway {
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(2))),
         )?;
+        let sockjs_options = sockjs::Options {
+            send_buffer_bytes: config.send_buffer_bytes,
+            max_message_bytes: config.max_frame_bytes,
+            raw_protocols: &STOMP_PROTOCOLS,
+            ..sockjs::Options::default()
+        };
         let state = AppState {
             hub,
             auth: Authenticator::new(redis, keys, config.ticket_prefix.clone()),
@@ -272,7 +327,6 @@ impl Gateway {
             },
             metrics,
             shutdown,
-            sockjs: sockjs::Sessions::default(),
             origins: Origins::new(&config.allowed_origins),
             connections: Arc::new(Semaphore::new(config.max_connections)),
         };
@@ -285,6 +339,7 @@ impl Gateway {
             listener,
             admin,
             state,
+            sockjs_options,
         })
     }
 
@@ -322,11 +377,17 @@ impl Gateway {
                 }
             });
         }
+        let endpoint = sockjs::Service::new(Stomp(self.state.clone()), self.sockjs_options);
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/ws/notifications/websocket", get(websocket))
-            .merge(sockjs::routes(self.state.clone()))
-            .with_state(self.state);
+            .route("/ws/notifications/", get(sockjs::greeting))
+            .nest(
+                "/ws/notifications",
+                sockjs::router(endpoint).layer(axum::middleware::from_fn_with_state(
+                    self.state.origins.clone(),
+                    check_origin,
+                )),
+            );
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();
         let serve = axum::serve(self.listener, app)
@@ -354,29 +415,15 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn websocket(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
+/// Refuses browsers from origins not allowed (403) before any SockJS or WebSocket work.
+async fn check_origin(
+    State(origins): State<Origins>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    if !state.origins.allows(&headers) {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    if origins.allows(request.headers()) {
+        next.run(request).await
+    } else {
+        (StatusCode::FORBIDDEN, "origin not allowed").into_response()
     }
-    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        state
-            .metrics
-            .closes
-            .with_label_values(&["max_connections"])
-            .inc();
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
-    };
-    upgrade
-        .protocols(ws::STOMP_PROTOCOLS)
-        .read_buffer_size(ws::READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(state.limits.max_frame_bytes)
-        .on_upgrade(move |socket| async move {
-            ws::serve(socket, state).await;
-            drop(permit);
-        })
 }

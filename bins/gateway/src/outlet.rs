@@ -1,0 +1,210 @@
+//! The path from an application (the STOMP engine) to one client's transport, bounded in
+//! bytes rather than messages: the application may have at most `limit` bytes handed to
+//! the transport and not yet written to the client. A sender that finds the budget spent
+//! waits for the transport to drain it, for at most the send timeout; past that the
+//! connection is over (Spring's `sendBufferSizeLimit` + `sendTimeLimit`, 512 KiB / 10 s).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+
+/// What an application hands to the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToClient {
+    /// Application bytes (STOMP frames or a heart-beat EOL), as text.
+    Data(String),
+    /// The connection is over.
+    Close(End),
+}
+
+/// Why a connection ended (a metric label, and the close code the transport sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client went away (socket closed, receiver aborted, session expired).
+    ClientClosed,
+    /// The application ended the session normally (STOMP DISCONNECT).
+    Done,
+    /// The client broke the protocol (an ERROR frame was sent).
+    Protocol,
+    /// The client did not take its notifications fast enough.
+    SlowConsumer,
+    /// A write did not fit the send buffer within the send timeout.
+    SendTimeout,
+    /// No heart-beat from the client within the negotiated limit.
+    Silent,
+    /// No CONNECT within the first-frame timeout.
+    NoConnect,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl End {
+    /// Whether the server is going away.
+    pub fn is_shutdown(self) -> bool {
+        self == End::Shutdown
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::Done => "done",
+            End::Protocol => "protocol",
+            End::SlowConsumer => "slow_consumer",
+            End::SendTimeout => "send_timeout",
+            End::Silent => "heartbeat_timeout",
+            End::NoConnect => "no_connect",
+            End::Shutdown => "shutdown",
+        }
+    }
+
+    /// The close code and reason a transport reports: 1001 when shutting down, SockJS's
+    /// `3000 "Go away!"` when the application closed the session, 1008 (policy) with the
+    /// reason's label when the client broke a rule.
+    pub fn close_code(self) -> (u16, &'static str) {
+        match self {
+            End::Shutdown => (1001, "Server shutting down"),
+            End::ClientClosed => (1000, "Normal closure"),
+            End::Done => (3000, "Go away!"),
+            other => (1008, other.label()),
+        }
+    }
+}
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("the send buffer stayed full for the send timeout")]
+    Timeout,
+    #[error("the transport is gone")]
+    Closed,
+}
+
+/// The application's side.
+#[derive(Debug)]
+pub struct Outlet {
+    tx: mpsc::UnboundedSender<ToClient>,
+    budget: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// The transport's side.
+#[derive(Debug)]
+pub struct Inlet {
+    rx: mpsc::UnboundedReceiver<ToClient>,
+    budget: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// A new outlet/inlet pair with a budget of `limit` bytes.
+pub fn channel(limit: usize) -> (Outlet, Inlet) {
+    let limit = limit.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(limit));
+    (
+        Outlet {
+            tx,
+            budget: budget.clone(),
+            limit,
+        },
+        Inlet { rx, budget, limit },
+    )
+}
+
+/// Bytes of the budget a text of `len` bytes takes (a text over the limit takes all of it).
+fn cost(len: usize, limit: usize) -> u32 {
+    len.clamp(1, limit) as u32
+}
+
+impl Outlet {
+    /// Queues `text` once the send buffer has room for it, waiting at most `timeout`.
+    pub async fn send(&self, text: String, timeout: Duration) -> Result<(), SendError> {
+        let permits = cost(text.len(), self.limit);
+        match tokio::time::timeout(timeout, self.budget.acquire_many(permits)).await {
+            Ok(Ok(permit)) => permit.forget(),
+            Ok(Err(_)) => return Err(SendError::Closed),
+            Err(_) => return Err(SendError::Timeout),
+        }
+        self.tx
+            .send(ToClient::Data(text))
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Tells the transport the connection is over (never waits).
+    pub fn close(&self, end: End) {
+        let _ = self.tx.send(ToClient::Close(end));
+    }
+}
+
+impl Inlet {
+    pub async fn recv(&mut self) -> Option<ToClient> {
+        self.rx.recv().await
+    }
+
+    pub fn try_recv(&mut self) -> Option<ToClient> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Returns what one written text of `len` bytes took.
+    pub fn written_one(&self, len: usize) {
+        self.budget.add_permits(cost(len, self.limit) as usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_buffer_times_out_and_drains() {
+        let (outlet, mut inlet) = channel(10);
+        let wait = Duration::from_secs(10);
+        outlet.send("123456".into(), wait).await.unwrap();
+        outlet.send("1234".into(), wait).await.unwrap();
+        // Full: the next text waits the whole timeout.
+        let started = tokio::time::Instant::now();
+        assert_eq!(outlet.send("x".into(), wait).await, Err(SendError::Timeout));
+        assert_eq!(started.elapsed(), wait);
+        // The transport writes one text: its bytes come back.
+        let Some(ToClient::Data(text)) = inlet.recv().await else {
+            panic!("data expected")
+        };
+        inlet.written_one(text.len());
+        outlet.send("abcdef".into(), wait).await.unwrap();
+        assert_eq!(
+            outlet.send("z".into(), Duration::ZERO).await,
+            Err(SendError::Timeout)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_text_larger_than_the_budget_takes_all_of_it() {
+        let (outlet, mut inlet) = channel(8);
+        outlet
+            .send("x".repeat(100), Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            outlet.send("y".into(), Duration::from_millis(10)).await,
+            Err(SendError::Timeout)
+        );
+        let Some(ToClient::Data(text)) = inlet.recv().await else {
+            panic!("data expected")
+        };
+        inlet.written_one(text.len());
+        outlet
+            .send("y".into(), Duration::from_millis(10))
+            .await
+            .unwrap();
+        outlet.close(End::Done);
+        assert_eq!(inlet.try_recv(), Some(ToClient::Data("y".into())));
+        assert_eq!(inlet.try_recv(), Some(ToClient::Close(End::Done)));
+    }
+
+    #[test]
+    fn close_codes() {
+        assert_eq!(End::Shutdown.close_code(), (1001, "Server shutting down"));
+        assert_eq!(End::Done.close_code(), (3000, "Go away!"));
+        assert_eq!(End::SlowConsumer.close_code(), (1008, "slow_consumer"));
+    }
+}

@@ -1,0 +1,229 @@
+//! The WebSocket transports: raw (`/websocket`: one application message per WebSocket
+//! message) and SockJS-framed (`/{server}/{session}/websocket`: `o`, `h`, `a[...]`, `c[...]`).
+//! Each is a pump between the socket and the application's [`Connection`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::{Application, Connection, Service, framing, method_not_allowed};
+use crate::outlet::{self, End, Inlet, ToClient};
+
+/// Socket read buffer per connection. Idle sessions dominate; the default (128 KiB) would
+/// cost far more than the session itself.
+pub const READ_BUFFER: usize = 1024;
+/// Client messages queued toward the application.
+const FROM_CLIENT_QUEUE: usize = 16;
+/// How long a close frame may take to leave.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
+
+/// Upgrades `request`, or answers why not.
+async fn upgrade<A: Application>(
+    service: &Service<A>,
+    request: Request,
+    protocols: &'static [&'static str],
+) -> Result<(WebSocketUpgrade, A::Admission), Response> {
+    if !service.options.websocket {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    }
+    if request.method() != Method::GET {
+        return Err(method_not_allowed("GET"));
+    }
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                "Can \"Upgrade\" only to \"WebSocket\".",
+            )
+                .into_response()
+        })?;
+    let admission = service.app.admit(&parts.headers)?;
+    let upgrade = upgrade
+        .protocols(protocols.iter().copied())
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(service.options.max_message_bytes);
+    Ok((upgrade, admission))
+}
+
+fn start<A: Application>(
+    service: &Service<A>,
+    admission: A::Admission,
+    transport: &'static str,
+) -> (mpsc::Sender<Vec<u8>>, Inlet, tokio::task::JoinHandle<()>) {
+    let (client_tx, from_client) = mpsc::channel(FROM_CLIENT_QUEUE);
+    let (to_client, inlet) = outlet::channel(service.options.send_buffer_bytes);
+    let connection = Connection {
+        transport,
+        from_client,
+        to_client,
+    };
+    let task = tokio::spawn(service.app.run(admission, connection));
+    (client_tx, inlet, task)
+}
+
+/// `/websocket`: the application's messages are the WebSocket messages.
+pub(super) async fn raw<A: Application>(
+    State(service): State<Arc<Service<A>>>,
+    request: Request,
+) -> Response {
+    let protocols = service.options.raw_protocols;
+    match upgrade(&service, request, protocols).await {
+        Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
+            let (client_tx, inlet, task) = start(&service, admission, "websocket");
+            drop(service);
+            pump_raw(socket, client_tx, inlet).await;
+            let _ = task.await;
+        }),
+        Err(response) => response,
+    }
+}
+
+async fn pump_raw(socket: WebSocket, client_tx: mpsc::Sender<Vec<u8>>, mut inlet: Inlet) {
+    let (mut sink, mut source) = socket.split();
+    let end = loop {
+        tokio::select! {
+            message = source.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if client_tx.send(text.as_bytes().to_vec()).await.is_err() { break None; }
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    if client_tx.send(data.to_vec()).await.is_err() { break None; }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+            },
+            out = inlet.recv() => match out {
+                Some(ToClient::Data(text)) => {
+                    let len = text.len();
+                    if sink.send(Message::Text(text.into())).await.is_err() { break None; }
+                    inlet.written_one(len);
+                }
+                Some(ToClient::Close(end)) => break Some(end),
+                None => break None,
+            },
+        }
+    };
+    drop(client_tx);
+    if let Some(end) = end {
+        let (code, reason) = end.close_code();
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(CLOSE_WRITE, sink.send(close)).await;
+    }
+}
+
+/// `/{server}/{session}/websocket`: SockJS framing over a socket (one session per socket).
+pub(super) async fn sockjs<A: Application>(service: Arc<Service<A>>, request: Request) -> Response {
+    match upgrade(&service, request, &[]).await {
+        Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
+            let heartbeat = service.options.heartbeat;
+            let (client_tx, inlet, task) = start(&service, admission, "sockjs-websocket");
+            drop(service);
+            pump_sockjs(socket, client_tx, inlet, heartbeat).await;
+            let _ = task.await;
+        }),
+        Err(response) => response,
+    }
+}
+
+async fn pump_sockjs(
+    socket: WebSocket,
+    client_tx: mpsc::Sender<Vec<u8>>,
+    mut inlet: Inlet,
+    heartbeat_every: Duration,
+) {
+    let (mut sink, mut source) = socket.split();
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + heartbeat_every,
+        heartbeat_every,
+    );
+    if sink
+        .send(Message::Text(framing::OPEN.into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut batch: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            message = source.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if text.is_empty() { continue; }
+                    // A payload that is not a JSON array of strings ends the session.
+                    let Ok(items) = framing::parse_payload(text.as_bytes()) else { break };
+                    for item in items {
+                        if client_tx.send(item.into_bytes()).await.is_err() { break; }
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_))) => {}
+                _ => break,
+            },
+            out = inlet.recv() => match out {
+                Some(ToClient::Data(text)) => {
+                    // Coalesce what is already queued into one frame.
+                    batch.push(text);
+                    let mut close = None;
+                    while let Some(more) = inlet.try_recv() {
+                        match more {
+                            ToClient::Data(text) => batch.push(text),
+                            ToClient::Close(end) => { close = Some(end); break; }
+                        }
+                    }
+                    let frame = framing::messages(&batch);
+                    if sink.send(Message::Text(frame.into())).await.is_err() { break; }
+                    for text in batch.drain(..) { inlet.written_one(text.len()); }
+                    if let Some(end) = close {
+                        send_close(&mut sink, end).await;
+                        break;
+                    }
+                }
+                Some(ToClient::Close(end)) => {
+                    send_close(&mut sink, end).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                if sink.send(Message::Text(framing::HEARTBEAT.into())).await.is_err() { break; }
+            }
+        }
+    }
+    drop(client_tx);
+    let _ = tokio::time::timeout(CLOSE_WRITE, sink.close()).await;
+}
+
+/// The SockJS close frame, then the WebSocket close with the same code.
+async fn send_close(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, end: End) {
+    let (code, reason) = sockjs_close(end);
+    let _ = tokio::time::timeout(CLOSE_WRITE, async {
+        sink.send(Message::Text(framing::close(code, reason).into()))
+            .await?;
+        sink.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await
+    })
+    .await;
+}
+
+/// The SockJS close frame for an end: 1001 when the server goes away, else SockJS's 3000.
+pub(super) fn sockjs_close(end: End) -> (u16, &'static str) {
+    if end.is_shutdown() {
+        end.close_code()
+    } else {
+        (3000, "Go away!")
+    }
+}
