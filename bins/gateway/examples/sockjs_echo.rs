@@ -18,20 +18,23 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
-use axum::response::Response;
 use axum::routing::get;
 use gateway::outlet::End;
-use gateway::sockjs::{self, Application, Connection, Options, Service};
+use gateway::sockjs::{self, Application, Connection, Options, Refusal, Service};
 
 struct Echo;
 
 impl Application for Echo {
     type Admission = ();
 
-    fn admit(&self, _headers: &HeaderMap) -> Result<(), Response> {
+    fn admit(&self, _headers: &HeaderMap) -> Result<(), Refusal> {
         Ok(())
     }
 
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the session future must not borrow the application"
+    )]
     fn run(&self, _: (), mut connection: Connection) -> impl Future<Output = ()> + Send + 'static {
         async move {
             while let Some(message) = connection.from_client.recv().await {
@@ -55,16 +58,24 @@ struct Close;
 impl Application for Close {
     type Admission = ();
 
-    fn admit(&self, _headers: &HeaderMap) -> Result<(), Response> {
+    fn admit(&self, _headers: &HeaderMap) -> Result<(), Refusal> {
         Ok(())
     }
 
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the session future must not borrow the application"
+    )]
     fn run(&self, _: (), connection: Connection) -> impl Future<Output = ()> + Send + 'static {
         async move { connection.to_client.close(End::Done) }
     }
 }
 
 #[tokio::main]
+#[expect(
+    clippy::print_stderr,
+    reason = "a command-line tool reports its address"
+)]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args()
         .nth(1)

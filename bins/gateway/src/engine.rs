@@ -165,3 +165,173 @@ async fn send(to_client: &Outlet, text: String, limit: Duration) -> Result<(), E
         SendError::Closed => End::ClientClosed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine on a paused clock: heart-beats, silence, the first-frame limit and the
+    //! send buffer, to the millisecond. Redis is never reached (insecure mode, no
+    //! subscription), so virtual time only moves when every task waits on a timer.
+
+    use std::sync::Arc;
+
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio::time::{Duration, Instant};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::auth::{Authenticator, JwtKeys};
+    use crate::hub::{Hub, SubscribeMode};
+    use crate::metrics::GatewayMetrics;
+    use crate::outlet::{self, Inlet};
+    use crate::session::SessionConfig;
+    use crate::{Limits, Origins};
+
+    fn state() -> AppState {
+        let metrics = GatewayMetrics::new();
+        let unreachable = "redis://127.0.0.1:1/";
+        let shutdown = CancellationToken::new();
+        let redis = redis::aio::ConnectionManager::new_lazy_with_config(
+            redis::Client::open(unreachable).unwrap(),
+            redis::aio::ConnectionManagerConfig::new(),
+        )
+        .unwrap();
+        AppState {
+            hub: Hub::start(
+                unreachable,
+                shared::channel::Channels::new("notification:"),
+                SubscribeMode::PerUser,
+                16,
+                metrics.hub.clone(),
+                shutdown.clone(),
+            )
+            .unwrap(),
+            auth: Authenticator::new(redis, JwtKeys::parse("").unwrap(), "ws-ticket:"),
+            limits: Limits {
+                session: SessionConfig {
+                    insecure_no_auth: true,
+                    ..SessionConfig::default()
+                },
+                max_frame_bytes: 64 * 1024,
+                max_headers: 64,
+                first_frame_timeout: Duration::from_secs(60),
+                send_timeout: Duration::from_secs(10),
+            },
+            metrics,
+            shutdown,
+            origins: Origins::new(&[]),
+            connections: Arc::new(Semaphore::new(10)),
+        }
+    }
+
+    struct Client {
+        tx: mpsc::Sender<Vec<u8>>,
+        inlet: Inlet,
+        task: tokio::task::JoinHandle<()>,
+        app: AppState,
+    }
+
+    fn start(buffer: usize) -> Client {
+        let app = state();
+        let (tx, from_client) = mpsc::channel(16);
+        let (outlet, inlet) = outlet::channel(buffer);
+        let task = tokio::spawn(run(app.clone(), "test", from_client, outlet));
+        Client {
+            tx,
+            inlet,
+            task,
+            app,
+        }
+    }
+
+    async fn next(client: &mut Client) -> ToClient {
+        let item = client.inlet.recv().await.expect("engine output");
+        if let ToClient::Data(text) = &item {
+            client.inlet.written_one(text.len());
+        }
+        item
+    }
+
+    fn closes(app: &AppState, reason: &str) -> u64 {
+        app.metrics.closes.with_label_values(&[reason]).get()
+    }
+
+    async fn connect(client: &mut Client, heart_beat: &str) -> String {
+        let frame = format!("CONNECT\naccept-version:1.2\nheart-beat:{heart_beat}\n\n\0");
+        client.tx.send(frame.into_bytes()).await.unwrap();
+        match next(client).await {
+            ToClient::Data(text) => text,
+            other => panic!("CONNECTED expected, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_beats_every_ten_seconds_and_a_silent_client_is_closed_at_twice_its_period() {
+        let mut client = start(64 * 1024);
+        let connected = connect(&mut client, "5000,5000").await;
+        assert!(connected.contains("heart-beat:10000,10000"), "{connected}");
+        let t0 = Instant::now();
+        assert_eq!(next(&mut client).await, ToClient::Data("\n".into()));
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        // A client beat at 15 s moves the silence deadline to 15 + 20 s.
+        tokio::time::sleep_until(t0 + Duration::from_secs(15)).await;
+        client.tx.send(b"\n".to_vec()).await.unwrap();
+        assert_eq!(next(&mut client).await, ToClient::Data("\n".into()));
+        assert_eq!(t0.elapsed(), Duration::from_secs(20));
+        assert_eq!(next(&mut client).await, ToClient::Data("\n".into()));
+        assert_eq!(t0.elapsed(), Duration::from_secs(30));
+        assert_eq!(next(&mut client).await, ToClient::Close(End::Silent));
+        assert_eq!(t0.elapsed(), Duration::from_secs(35));
+        client.task.await.unwrap();
+        assert_eq!(closes(&client.app, "heartbeat_timeout"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_heart_beats_nothing_is_sent_and_nobody_is_closed() {
+        let mut client = start(64 * 1024);
+        // The server states what it can do; with a client that can do nothing, nobody beats.
+        let connected = connect(&mut client, "0,0").await;
+        assert!(connected.contains("heart-beat:10000,10000"), "{connected}");
+        let quiet = tokio::time::timeout(Duration::from_secs(3600), client.inlet.recv()).await;
+        assert!(quiet.is_err(), "nothing within an hour: {quiet:?}");
+        client
+            .tx
+            .send(b"DISCONNECT\nreceipt:9\n\n\0".to_vec())
+            .await
+            .unwrap();
+        let receipt = next(&mut client).await;
+        assert!(matches!(&receipt, ToClient::Data(t) if t.starts_with("RECEIPT\nreceipt-id:9")));
+        assert_eq!(next(&mut client).await, ToClient::Close(End::Done));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_connect_within_the_first_frame_timeout_closes() {
+        let mut client = start(64 * 1024);
+        let t0 = Instant::now();
+        assert_eq!(next(&mut client).await, ToClient::Close(End::NoConnect));
+        assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_is_closed_after_the_send_timeout() {
+        // A send buffer smaller than CONNECTED + one beat: the beat waits for room.
+        let mut client = start(64);
+        let frame = b"CONNECT\naccept-version:1.2\nheart-beat:0,1000\n\n\0".to_vec();
+        client.tx.send(frame).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let t0 = Instant::now();
+        // Nobody reads: the beat due at 10 s waits 10 s for room, then the session ends.
+        let _ = tokio::time::timeout(Duration::from_secs(60), client.task).await;
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(20) - Duration::from_millis(1)
+        );
+        assert_eq!(closes(&client.app, "send_timeout"), 1);
+        assert!(
+            matches!(client.inlet.recv().await, Some(ToClient::Data(t)) if t.starts_with("CONNECTED"))
+        );
+        assert_eq!(
+            client.inlet.recv().await,
+            Some(ToClient::Close(End::SendTimeout))
+        );
+    }
+}

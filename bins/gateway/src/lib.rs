@@ -237,14 +237,14 @@ struct Stomp(AppState);
 impl sockjs::Application for Stomp {
     type Admission = OwnedSemaphorePermit;
 
-    fn admit(&self, _headers: &HeaderMap) -> Result<OwnedSemaphorePermit, Response> {
+    fn admit(&self, _headers: &HeaderMap) -> Result<OwnedSemaphorePermit, sockjs::Refusal> {
         self.0.connections.clone().try_acquire_owned().map_err(|_| {
             self.0
                 .metrics
                 .closes
                 .with_label_values(&["max_connections"])
                 .inc();
-            (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response()
+            sockjs::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
         })
     }
 

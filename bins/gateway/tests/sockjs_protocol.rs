@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
-use axum::response::Response;
 use axum::routing::get;
 use gateway::outlet::{End, SendError};
-use gateway::sockjs::{self, Application, Connection, Options, Service};
+use gateway::sockjs::{self, Application, Connection, Options, Refusal, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -25,7 +24,7 @@ struct Echo {
 impl Application for Echo {
     type Admission = ();
 
-    fn admit(&self, _headers: &HeaderMap) -> Result<(), Response> {
+    fn admit(&self, _headers: &HeaderMap) -> Result<(), Refusal> {
         Ok(())
     }
 
@@ -72,10 +71,14 @@ struct CloseAtOnce;
 impl Application for CloseAtOnce {
     type Admission = ();
 
-    fn admit(&self, _headers: &HeaderMap) -> Result<(), Response> {
+    fn admit(&self, _headers: &HeaderMap) -> Result<(), Refusal> {
         Ok(())
     }
 
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "the session future must not borrow the application"
+    )]
     fn run(&self, _: (), connection: Connection) -> impl Future<Output = ()> + Send + 'static {
         async move { connection.to_client.close(End::Done) }
     }
@@ -142,7 +145,10 @@ fn status(answer: &str) -> &str {
 }
 
 fn body(answer: &str) -> &str {
-    answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default()
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default()
 }
 
 fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
@@ -169,7 +175,13 @@ async fn greeting_info_and_iframe() {
         assert_eq!(status(&answer), "200", "{path}: {answer}");
         assert_eq!(body(&answer), "Welcome to SockJS!\n");
     }
-    for path in ["/echo/a", "/echo/a.html", "/echo/a/a", "/echo/iframe.htm", "/echo/a./a/xhr"] {
+    for path in [
+        "/echo/a",
+        "/echo/a.html",
+        "/echo/a/a",
+        "/echo/iframe.htm",
+        "/echo/a./a/xhr",
+    ] {
         assert_eq!(status(&get_(server.addr, path).await), "404", "{path}");
     }
     let info = get_(server.addr, "/echo/info").await;
@@ -205,13 +217,22 @@ async fn xhr_session_round_trip_and_refusals() {
     assert_eq!(body(&post(addr, "/echo/000/s1/xhr", "").await), "o\n");
     let sent = post(addr, "/echo/000/s1/xhr_send", r#"["a","b"]"#).await;
     assert_eq!(status(&sent), "204");
-    assert_eq!(body(&post(addr, "/echo/999/s1/xhr", "").await), "a[\"a\",\"b\"]\n");
+    assert_eq!(
+        body(&post(addr, "/echo/999/s1/xhr", "").await),
+        "a[\"a\",\"b\"]\n"
+    );
 
     let broken = post(addr, "/echo/000/s1/xhr_send", "[\"x").await;
     assert_eq!(status(&broken), "500");
     assert_eq!(body(&broken), "Broken JSON encoding.");
-    assert_eq!(body(&post(addr, "/echo/000/s1/xhr_send", "").await), "Payload expected.");
-    assert_eq!(status(&post(addr, "/echo/000/nope/xhr_send", "[\"x\"]").await), "404");
+    assert_eq!(
+        body(&post(addr, "/echo/000/s1/xhr_send", "").await),
+        "Payload expected."
+    );
+    assert_eq!(
+        status(&post(addr, "/echo/000/nope/xhr_send", "[\"x\"]").await),
+        "404"
+    );
 
     // Only one receiver at a time.
     let first = tokio::spawn(post(addr, "/echo/000/s1/xhr", ""));
@@ -226,7 +247,10 @@ async fn xhr_session_round_trip_and_refusals() {
     // The close service: o, then Go away! for as long as the session is remembered.
     assert_eq!(body(&post(addr, "/close/000/c1/xhr", "").await), "o\n");
     for _ in 0..2 {
-        assert_eq!(body(&post(addr, "/close/000/c1/xhr", "").await), "c[3000,\"Go away!\"]\n");
+        assert_eq!(
+            body(&post(addr, "/close/000/c1/xhr", "").await),
+            "c[3000,\"Go away!\"]\n"
+        );
     }
 }
 
@@ -236,7 +260,9 @@ async fn an_aborted_receiver_ends_the_session() {
     let addr = server.addr;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(b"POST /echo/000/ab/xhr_streaming HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .write_all(
+            b"POST /echo/000/ab/xhr_streaming HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -263,7 +289,11 @@ async fn a_session_without_receiver_expires_after_the_disconnect_delay() {
     let started = tokio::time::Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(5), server.ended.recv()).await;
     assert_eq!(ended.unwrap(), Some("input_closed"));
-    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
     // Forgotten: the same id opens a new session.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(body(&post(addr, "/echo/000/ex/xhr", "").await), "o\n");
@@ -281,8 +311,16 @@ async fn output_nobody_takes_is_bounded_by_the_send_buffer() {
     let answer = post(addr, "/echo/000/fl/xhr", "").await;
     let frame = body(&answer);
     // What fit is delivered (8 messages of 1 KiB), then the close.
-    assert_eq!(frame.matches(&"x".repeat(1024)).count(), 8, "{}", frame.len());
-    assert_eq!(body(&post(addr, "/echo/000/fl/xhr", "").await), "c[3000,\"Go away!\"]\n");
+    assert_eq!(
+        frame.matches(&"x".repeat(1024)).count(),
+        8,
+        "{}",
+        frame.len()
+    );
+    assert_eq!(
+        body(&post(addr, "/echo/000/fl/xhr", "").await),
+        "c[3000,\"Go away!\"]\n"
+    );
 }
 
 #[tokio::test]
@@ -290,17 +328,29 @@ async fn jsessionid_cookie_when_needed() {
     let server = serve().await;
     let addr = server.addr;
     let answer = post(addr, "/cookie/000/k1/xhr", "").await;
-    assert_eq!(header(&answer, "set-cookie"), Some("JSESSIONID=dummy; path=/"));
+    assert_eq!(
+        header(&answer, "set-cookie"),
+        Some("JSESSIONID=dummy; path=/")
+    );
     let answer = request(
         addr,
         "POST /cookie/000/k2/xhr HTTP/1.1\r\nCookie: a=1; JSESSIONID=abcdef",
         "",
     )
     .await;
-    assert_eq!(header(&answer, "set-cookie"), Some("JSESSIONID=abcdef; path=/"));
+    assert_eq!(
+        header(&answer, "set-cookie"),
+        Some("JSESSIONID=abcdef; path=/")
+    );
     let sent = post(addr, "/cookie/000/k2/xhr_send", "[\"x\"]").await;
-    assert_eq!(header(&sent, "set-cookie"), Some("JSESSIONID=dummy; path=/"));
-    assert_eq!(header(&post(addr, "/echo/000/k3/xhr", "").await, "set-cookie"), None);
+    assert_eq!(
+        header(&sent, "set-cookie"),
+        Some("JSESSIONID=dummy; path=/")
+    );
+    assert_eq!(
+        header(&post(addr, "/echo/000/k3/xhr", "").await, "set-cookie"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -330,7 +380,10 @@ async fn streams_end_at_the_response_limit() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let big = format!("[\"{}\"]", "y".repeat(4096));
-    assert_eq!(status(&post(addr, "/echo/000/lim/xhr_send", &big).await), "204");
+    assert_eq!(
+        status(&post(addr, "/echo/000/lim/xhr_send", &big).await),
+        "204"
+    );
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
         .await
@@ -344,5 +397,8 @@ async fn streams_end_at_the_response_limit() {
     );
     // The session lives on: the next receiver gets what follows.
     post(addr, "/echo/000/lim/xhr_send", "[\"next\"]").await;
-    assert_eq!(body(&post(addr, "/echo/000/lim/xhr", "").await), "a[\"next\"]\n");
+    assert_eq!(
+        body(&post(addr, "/echo/000/lim/xhr", "").await),
+        "a[\"next\"]\n"
+    );
 }

@@ -59,6 +59,16 @@ pub enum PayloadError {
     BrokenJson,
 }
 
+impl PayloadError {
+    /// The protocol's text for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PayloadError::Empty => "Payload expected.",
+            PayloadError::BrokenJson => "Broken JSON encoding.",
+        }
+    }
+}
+
 /// Parses a client payload: a JSON array of strings, or a single JSON string.
 pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {

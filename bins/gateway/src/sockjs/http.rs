@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::websocket::sockjs_close;
-use super::{Application, Connection, Service, cors, framing, no_cache};
+use super::{Application, Connection, Refusal, Service, cors, framing, no_cache};
 use crate::outlet::{self, Inlet, ToClient};
 
 /// Client messages queued toward the application.
@@ -168,7 +168,7 @@ fn open<A: Application>(
     service: &Arc<Service<A>>,
     id: &str,
     headers: &HeaderMap,
-) -> Result<(Arc<HttpSession>, bool), Response> {
+) -> Result<(Arc<HttpSession>, bool), Refusal> {
     let mut sessions = service.sessions.lock().expect("sessions");
     if let Some(existing) = sessions.get(id) {
         return Ok((existing.clone(), false));
@@ -268,7 +268,7 @@ async fn poll_frame<A: Application>(
     service: &Arc<Service<A>>,
     id: &str,
     headers: &HeaderMap,
-) -> Result<String, Response> {
+) -> Result<String, Refusal> {
     let (session, created) = open(service, id, headers)?;
     if created {
         return Ok(framing::OPEN.to_owned());
@@ -300,12 +300,12 @@ pub(super) async fn xhr_poll<A: Application>(
                 Body::from(format!("{frame}\n")),
             ),
         ),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
 /// The `c` (callback) parameter of the htmlfile and jsonp transports, validated.
-fn callback(request: &Parts) -> Result<String, Response> {
+fn callback(request: &Parts) -> Result<String, Refusal> {
     let query: HashMap<String, String> = request
         .uri
         .query()
@@ -321,7 +321,7 @@ fn callback(request: &Parts) -> Result<String, Response> {
                 .collect()
         })
         .unwrap_or_default();
-    let refuse = |reason: &'static str| (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response();
+    let refuse = |reason: &'static str| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, reason);
     match query.get("c").or_else(|| query.get("callback")) {
         Some(c)
             if !c.is_empty()
@@ -344,7 +344,7 @@ pub(super) async fn jsonp_poll<A: Application>(
 ) -> Response {
     let callback = match callback(request) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match poll_frame(&service, id, &request.headers).await {
         Ok(frame) => {
@@ -356,12 +356,12 @@ pub(super) async fn jsonp_poll<A: Application>(
                 body_response("application/javascript; charset=UTF-8", body),
             )
         }
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
 /// Reads a sending request's body, within the size a payload of legal messages can have.
-async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Response> {
+async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Refusal> {
     let limit = service
         .options
         .max_message_bytes
@@ -369,15 +369,15 @@ async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Resp
         .saturating_add(1024);
     axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.").into_response())
+        .map_err(|_| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."))
 }
 
 /// Hands a client payload's messages to the session's application, in order.
-async fn forward(session: &HttpSession, payload: &[u8]) -> Result<(), Response> {
+async fn forward(session: &HttpSession, payload: &[u8]) -> Result<(), Refusal> {
     let messages = framing::parse_payload(payload)
-        .map_err(|err| (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response())?;
+        .map_err(|err| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, err.reason()))?;
     let Some(to_app) = session.sender() else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(Refusal::NOT_FOUND);
     };
     for message in messages {
         if to_app.send(message.into_bytes()).await.is_err() {
@@ -387,14 +387,14 @@ async fn forward(session: &HttpSession, payload: &[u8]) -> Result<(), Response> 
     Ok(())
 }
 
-fn existing<A>(service: &Service<A>, id: &str) -> Result<Arc<HttpSession>, Response> {
+fn existing<A>(service: &Service<A>, id: &str) -> Result<Arc<HttpSession>, Refusal> {
     service
         .sessions
         .lock()
         .expect("sessions")
         .get(id)
         .cloned()
-        .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+        .ok_or(Refusal::NOT_FOUND)
 }
 
 /// `xhr_send`: client → server messages as a JSON array.
@@ -417,7 +417,7 @@ pub(super) async fn xhr_send<A: Application>(
             [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
         )
             .into_response(),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     };
     finish(&service, headers, response)
 }
@@ -451,7 +451,7 @@ pub(super) async fn jsonp_send<A: Application>(
     .await;
     let response = match result {
         Ok(()) => body_response("text/plain; charset=UTF-8", Body::from("ok")),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     };
     finish(&service, headers, response)
 }
@@ -502,7 +502,7 @@ fn stream<A: Application>(
     headers: &HeaderMap,
     prelude: Vec<u8>,
     wrap: impl Fn(&str) -> String + Send + 'static,
-) -> Result<Body, Response> {
+) -> Result<Body, Refusal> {
     let (session, created) = open(&service, id, headers)?;
     let heartbeat = service.options.heartbeat;
     let limit = service.options.stream_limit;
@@ -565,7 +565,7 @@ fn streaming_response<A: Application>(
     let keep = service.clone();
     match stream(service, id, &request.headers, prelude, wrap) {
         Ok(body) => finish(&keep, &request.headers, body_response(content_type, body)),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -619,7 +619,7 @@ pub(super) fn htmlfile<A: Application>(
 ) -> Response {
     let callback = match callback(request) {
         Ok(c) => c,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut prelude = format!(
         "<!doctype html>\n<html><head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n</head><body><h2>Don't panic!</h2>\n  <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    function p(d) {{c.message(d);}};\n    window.onload = function() {{c.stop();}};\n  </script>"

@@ -40,13 +40,38 @@ pub struct Connection {
     pub to_client: Outlet,
 }
 
+/// A refused request: its status and a plain-text reason (empty: no body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    pub const NOT_FOUND: Refusal = Refusal::new(StatusCode::NOT_FOUND, "");
+
+    pub const fn new(status: StatusCode, reason: &'static str) -> Refusal {
+        Refusal { status, reason }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        if self.reason.is_empty() {
+            self.status.into_response()
+        } else {
+            (self.status, self.reason).into_response()
+        }
+    }
+}
+
 /// What runs inside SockJS sessions.
 pub trait Application: Send + Sync + 'static {
     /// What admitting a session yields (a connection permit, say); kept while it runs.
     type Admission: Send + 'static;
 
-    /// Decides whether a new session may open; `Err` is answered as is.
-    fn admit(&self, headers: &HeaderMap) -> Result<Self::Admission, Response>;
+    /// Decides whether a new session may open.
+    fn admit(&self, headers: &HeaderMap) -> Result<Self::Admission, Refusal>;
 
     /// Runs one session to its end.
     fn run(

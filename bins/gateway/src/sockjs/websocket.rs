@@ -45,7 +45,10 @@ async fn upgrade<A: Application>(
             )
                 .into_response()
         })?;
-    let admission = service.app.admit(&parts.headers)?;
+    let admission = service
+        .app
+        .admit(&parts.headers)
+        .map_err(IntoResponse::into_response)?;
     let upgrade = upgrade
         .protocols(protocols.iter().copied())
         .read_buffer_size(READ_BUFFER)
