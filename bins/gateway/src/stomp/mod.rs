@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod frame;
+pub mod properties;
 
 pub use codec::{Decoder, Item, StompError, encode};
 pub use frame::{Command, Frame, Version};
