@@ -206,3 +206,65 @@ async fn stompjs_with_a_jwt_and_refusals() {
     .await;
     assert_eq!(line, "ERROR Cannot subscribe to another user's queue");
 }
+
+/// A burst published once, right after SUBSCRIBE's RECEIPT: every notification arrives, in
+/// order, exactly once — over raw WebSocket (frames coalesced into shared messages) and
+/// the SockJS transports (frames batched into `a[...]`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_after_the_receipt_arrives_whole_and_in_order() {
+    const BURST: usize = 300;
+    let env = start().await;
+    for transport in [
+        "raw",
+        "websocket",
+        "xhr-streaming",
+        "xhr-polling",
+        "eventsource",
+    ] {
+        let user = format!("burst-{transport}");
+        let t = ticket(&env, &user).await;
+        let mut child = Command::new("node")
+            .current_dir(js_dir())
+            .args([
+                "client.mjs",
+                &env.base,
+                transport,
+                "X-WS-Ticket",
+                &t,
+                "/user/queue/notifications",
+                &BURST.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
+            assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("READY"));
+            // Published once, in one pipeline: nothing is retried.
+            let mut publisher = redis().await;
+            let mut pipe = redis::pipe();
+            for id in 0..BURST {
+                let json = format!(
+                    r#"{{"id":{id},"userId":"{user}","message":"주문 {id} 😀 \"quoted\" 100%"}}"#
+                );
+                pipe.cmd("PUBLISH")
+                    .arg(format!("{}{user}", env.prefix))
+                    .arg(json)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut publisher).await.unwrap();
+            lines.next_line().await.unwrap().unwrap_or_default()
+        })
+        .await
+        .unwrap_or_else(|_| "TIMEOUT (test)".to_owned());
+        let _ = child.kill().await;
+        let expected: Vec<usize> = (0..BURST).collect();
+        assert_eq!(
+            outcome,
+            format!("BURST {}", serde_json::to_string(&expected).unwrap()),
+            "{transport}"
+        );
+    }
+}

@@ -10,13 +10,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::AppState;
 use crate::hub::Inbox;
 pub use crate::outlet::{End, ToClient};
 use crate::outlet::{Outlet, SendError};
+use crate::queue;
 use crate::session::{Action, Session};
 use crate::stomp::{Command, Decoder, Frame, Item, encode};
 
@@ -27,7 +27,7 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 pub async fn run(
     app: AppState,
     transport: &'static str,
-    mut from_client: mpsc::Receiver<Vec<u8>>,
+    mut from_client: queue::Receiver<Vec<u8>>,
     to_client: Outlet,
 ) {
     let id = app.hub.session_id();
@@ -125,7 +125,9 @@ pub async fn run(
                     }
                 }
                 Action::Authenticate(credentials) => {
-                    let more = match app.auth.authenticate(&credentials).await {
+                    // Boxed: the idle session's future should not be sized for the
+                    // authentication (a Redis round trip) it ran once.
+                    let more = match Box::pin(app.auth.authenticate(&credentials)).await {
                         Ok(user) => session.authenticated(user),
                         Err(err) => session.rejected(&err.to_string()),
                     };
@@ -133,14 +135,14 @@ pub async fn run(
                 }
                 Action::Subscribe { user, .. } => {
                     if joined_user.is_none() {
-                        inbox = Some(app.hub.join(&user, id).await);
+                        inbox = Some(Box::pin(app.hub.join(&user, id)).await);
                         joined_user = Some(user);
                     }
                 }
                 Action::Unsubscribe { .. } => {
                     if session.subscriptions().is_empty() {
                         if let Some(user) = joined_user.take() {
-                            app.hub.leave(&user, id).await;
+                            Box::pin(app.hub.leave(&user, id)).await;
                             inbox = None;
                         }
                     }
@@ -151,7 +153,7 @@ pub async fn run(
     };
 
     if let Some(user) = joined_user.take() {
-        app.hub.leave(&user, id).await;
+        Box::pin(app.hub.leave(&user, id)).await;
     }
     to_client.close(end);
     app.metrics.sessions.with_label_values(&[transport]).dec();
@@ -174,7 +176,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use tokio::sync::{Semaphore, mpsc};
+    use tokio::sync::Semaphore;
     use tokio::time::{Duration, Instant};
     use tokio_util::sync::CancellationToken;
 
@@ -224,7 +226,7 @@ mod tests {
     }
 
     struct Client {
-        tx: mpsc::Sender<Vec<u8>>,
+        tx: queue::Sender<Vec<u8>>,
         inlet: Inlet,
         task: tokio::task::JoinHandle<()>,
         app: AppState,
@@ -232,7 +234,7 @@ mod tests {
 
     fn start(buffer: usize) -> Client {
         let app = state();
-        let (tx, from_client) = mpsc::channel(16);
+        let (tx, from_client) = queue::bounded(16, queue::one);
         let (outlet, inlet) = outlet::channel(buffer);
         let task = tokio::spawn(run(app.clone(), "test", from_client, outlet));
         Client {
@@ -244,11 +246,7 @@ mod tests {
     }
 
     async fn next(client: &mut Client) -> ToClient {
-        let item = client.inlet.recv().await.expect("engine output");
-        if let ToClient::Data(text) = &item {
-            client.inlet.written_one(text.len());
-        }
-        item
+        client.inlet.recv().await.expect("engine output")
     }
 
     fn closes(app: &AppState, reason: &str) -> u64 {

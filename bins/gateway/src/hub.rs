@@ -18,7 +18,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use prometheus::IntCounter;
 use shared::channel::Channels;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::queue;
 use tokio_util::sync::CancellationToken;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -36,16 +38,20 @@ pub enum SubscribeMode {
 }
 
 /// A session's end of the relay: notification JSON, in order.
-pub type Inbox = mpsc::Receiver<Arc<str>>;
+pub type Inbox = queue::Receiver<Arc<str>>;
 
 enum RelayCommand {
-    Subscribe(String),
+    /// Subscribe to the user's channel; the sender hears once Redis has confirmed it.
+    Subscribe(String, oneshot::Sender<()>),
     Unsubscribe(String),
 }
 
+/// How long a first session waits for its user's Redis subscription before going on.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 struct Members {
-    by_user: HashMap<String, HashMap<u64, mpsc::Sender<Arc<str>>>>,
+    by_user: HashMap<String, HashMap<u64, queue::Sender<Arc<str>>>>,
 }
 
 /// Counters the hub keeps.
@@ -103,9 +109,11 @@ impl Hub {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers session `id` of `user`; returns its inbox.
+    /// Registers session `id` of `user`; returns its inbox. The user's first session here
+    /// returns once Redis has confirmed the subscription (or after `SUBSCRIBE_WAIT` while
+    /// Redis is away), so what is published after SUBSCRIBE's RECEIPT reaches the session.
     pub async fn join(&self, user: &str, id: u64) -> Inbox {
-        let (sender, inbox) = mpsc::channel(self.session_queue);
+        let (sender, inbox) = queue::bounded(self.session_queue, queue::one);
         let first = {
             let mut members = self.members.lock().expect("hub lock");
             let sessions = members.by_user.entry(user.to_owned()).or_default();
@@ -113,10 +121,12 @@ impl Hub {
             sessions.len() == 1
         };
         if first && self.mode == SubscribeMode::PerUser {
+            let (confirmed, confirmation) = oneshot::channel();
             let _ = self
                 .commands
-                .send(RelayCommand::Subscribe(user.to_owned()))
+                .send(RelayCommand::Subscribe(user.to_owned(), confirmed))
                 .await;
+            let _ = tokio::time::timeout(SUBSCRIBE_WAIT, confirmation).await;
         }
         inbox
     }
@@ -163,11 +173,11 @@ impl Hub {
                 self.metrics.delivered.inc();
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::SendError::Full(_)) => {
                 self.metrics.slow_consumers.inc();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::SendError::Closed(_)) => false,
         });
         // An emptied user stays subscribed until its sessions call `leave`.
     }
@@ -227,7 +237,13 @@ async fn relay(
                 command = commands.recv() => {
                     let result = match command {
                         None => return,
-                        Some(RelayCommand::Subscribe(user)) => sink.subscribe(channels.for_user(&user)).await,
+                        Some(RelayCommand::Subscribe(user, confirmed)) => {
+                            let result = sink.subscribe(channels.for_user(&user)).await;
+                            if result.is_ok() {
+                                let _ = confirmed.send(());
+                            }
+                            result
+                        }
                         Some(RelayCommand::Unsubscribe(user)) => sink.unsubscribe(channels.for_user(&user)).await,
                     };
                     if let Err(err) = result {

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod hub;
 pub mod metrics;
 pub mod outlet;
+pub mod queue;
 pub mod session;
 pub mod sockjs;
 pub mod stomp;

@@ -1,13 +1,12 @@
 //! The path from an application (the STOMP engine) to one client's transport, bounded in
-//! bytes rather than messages: the application may have at most `limit` bytes handed to
-//! the transport and not yet written to the client. A sender that finds the budget spent
-//! waits for the transport to drain it, for at most the send timeout; past that the
+//! bytes rather than messages: at most `limit` bytes may wait for the transport (which
+//! takes one text at a time, as fast as the client reads). A sender that finds the budget
+//! spent waits for the transport to take more, for at most the send timeout; past that the
 //! connection is over (Spring's `sendBufferSizeLimit` + `sendTimeLimit`, 512 KiB / 10 s).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use crate::queue;
 
 /// What an application hands to the transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,73 +80,49 @@ pub enum SendError {
 }
 
 /// The application's side.
-#[derive(Debug)]
-pub struct Outlet {
-    tx: mpsc::UnboundedSender<ToClient>,
-    budget: Arc<Semaphore>,
-    limit: usize,
-}
+pub struct Outlet(queue::Sender<ToClient>);
 
-/// The transport's side.
-#[derive(Debug)]
-pub struct Inlet {
-    rx: mpsc::UnboundedReceiver<ToClient>,
-    budget: Arc<Semaphore>,
-    limit: usize,
+/// The transport's side. Taking a text gives its bytes back to the budget.
+pub struct Inlet(queue::Receiver<ToClient>);
+
+/// A text's share of the budget (a close costs nothing).
+fn cost(item: &ToClient) -> usize {
+    match item {
+        ToClient::Data(text) => text.len().max(1),
+        ToClient::Close(_) => 0,
+    }
 }
 
 /// A new outlet/inlet pair with a budget of `limit` bytes.
 pub fn channel(limit: usize) -> (Outlet, Inlet) {
-    let limit = limit.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let budget = Arc::new(Semaphore::new(limit));
-    (
-        Outlet {
-            tx,
-            budget: budget.clone(),
-            limit,
-        },
-        Inlet { rx, budget, limit },
-    )
-}
-
-/// Bytes of the budget a text of `len` bytes takes (a text over the limit takes all of it).
-fn cost(len: usize, limit: usize) -> u32 {
-    len.clamp(1, limit) as u32
+    let (tx, rx) = queue::bounded(limit, cost);
+    (Outlet(tx), Inlet(rx))
 }
 
 impl Outlet {
     /// Queues `text` once the send buffer has room for it, waiting at most `timeout`.
     pub async fn send(&self, text: String, timeout: Duration) -> Result<(), SendError> {
-        let permits = cost(text.len(), self.limit);
-        match tokio::time::timeout(timeout, self.budget.acquire_many(permits)).await {
-            Ok(Ok(permit)) => permit.forget(),
-            Ok(Err(_)) => return Err(SendError::Closed),
-            Err(_) => return Err(SendError::Timeout),
+        match self.0.send_timeout(ToClient::Data(text), timeout).await {
+            Ok(()) => Ok(()),
+            Err(queue::SendError::Full(_)) => Err(SendError::Timeout),
+            Err(queue::SendError::Closed(_)) => Err(SendError::Closed),
         }
-        self.tx
-            .send(ToClient::Data(text))
-            .map_err(|_| SendError::Closed)
     }
 
     /// Tells the transport the connection is over (never waits).
     pub fn close(&self, end: End) {
-        let _ = self.tx.send(ToClient::Close(end));
+        let _ = self.0.force_send(ToClient::Close(end));
     }
 }
 
 impl Inlet {
+    /// The next item; `None` once the application is gone.
     pub async fn recv(&mut self) -> Option<ToClient> {
-        self.rx.recv().await
+        self.0.recv().await
     }
 
     pub fn try_recv(&mut self) -> Option<ToClient> {
-        self.rx.try_recv().ok()
-    }
-
-    /// Returns what one written text of `len` bytes took.
-    pub fn written_one(&self, len: usize) {
-        self.budget.add_permits(cost(len, self.limit) as usize);
+        self.0.try_recv()
     }
 }
 
@@ -169,7 +144,7 @@ mod tests {
         let Some(ToClient::Data(text)) = inlet.recv().await else {
             panic!("data expected")
         };
-        inlet.written_one(text.len());
+        assert_eq!(text, "123456");
         outlet.send("abcdef".into(), wait).await.unwrap();
         assert_eq!(
             outlet.send("z".into(), Duration::ZERO).await,
@@ -191,7 +166,7 @@ mod tests {
         let Some(ToClient::Data(text)) = inlet.recv().await else {
             panic!("data expected")
         };
-        inlet.written_one(text.len());
+        assert_eq!(text.len(), 100);
         outlet
             .send("y".into(), Duration::from_millis(10))
             .await

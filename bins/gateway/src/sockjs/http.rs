@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::websocket::sockjs_close;
 use super::{Application, Connection, Refusal, Service, cors, framing, no_cache};
 use crate::outlet::{self, Inlet, ToClient};
+use crate::queue;
 
 /// Client messages queued toward the application.
 const FROM_CLIENT_QUEUE: usize = 16;
@@ -33,7 +34,7 @@ const ANOTHER_CONNECTION: (u16, &str) = (2010, "Another connection still open");
 
 pub(super) struct HttpSession {
     /// The application's input; taken (closing it) when the session ends.
-    to_app: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    to_app: Mutex<Option<queue::Sender<Vec<u8>>>>,
     /// The application's output; locked by the one attached receiver.
     inlet: tokio::sync::Mutex<Inlet>,
     state: Mutex<SessionState>,
@@ -128,13 +129,10 @@ impl HttpSession {
                 .close_frame()
                 .unwrap_or_else(|| framing::HEARTBEAT.to_owned());
         }
-        for text in &batch {
-            inlet.written_one(text.len());
-        }
         framing::messages(&batch)
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<Vec<u8>>> {
+    fn sender(&self) -> Option<queue::Sender<Vec<u8>>> {
         self.to_app.lock().expect("to_app").clone()
     }
 }
@@ -174,7 +172,7 @@ fn open<A: Application>(
         return Ok((existing.clone(), false));
     }
     let admission = service.app.admit(headers)?;
-    let (client_tx, from_client) = mpsc::channel(FROM_CLIENT_QUEUE);
+    let (client_tx, from_client) = queue::bounded(FROM_CLIENT_QUEUE, queue::one);
     let (to_client, inlet) = outlet::channel(service.options.send_buffer_bytes);
     let session = Arc::new(HttpSession {
         to_app: Mutex::new(Some(client_tx)),

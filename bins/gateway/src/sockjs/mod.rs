@@ -21,21 +21,20 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::outlet::Outlet;
+use crate::queue;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use tokio::sync::mpsc;
-
-use crate::outlet::Outlet;
 
 /// One session as the application sees it.
 pub struct Connection {
     /// `websocket` (raw), `sockjs-websocket` or `sockjs-http` (a metric label).
     pub transport: &'static str,
     /// The client's messages, in order; closed when the client is gone.
-    pub from_client: mpsc::Receiver<Vec<u8>>,
+    pub from_client: queue::Receiver<Vec<u8>>,
     /// The application's messages (and its close) toward the client.
     pub to_client: Outlet,
 }

@@ -5,21 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{Application, Connection, Service, framing, method_not_allowed};
+use crate::outlet::{self, End, Inlet, ToClient};
+use crate::queue;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
-
-use super::{Application, Connection, Service, framing, method_not_allowed};
-use crate::outlet::{self, End, Inlet, ToClient};
 
 /// Socket read buffer per connection. Idle sessions dominate; the default (128 KiB) would
 /// cost far more than the session itself.
 pub const READ_BUFFER: usize = 1024;
 /// Client messages queued toward the application.
 const FROM_CLIENT_QUEUE: usize = 16;
+/// Queued frames joined into one raw WebSocket message, up to about this size.
+const COALESCE_BYTES: usize = 16 * 1024;
 /// How long a close frame may take to leave.
 const CLOSE_WRITE: Duration = Duration::from_secs(1);
 
@@ -61,8 +62,8 @@ fn start<A: Application>(
     service: &Service<A>,
     admission: A::Admission,
     transport: &'static str,
-) -> (mpsc::Sender<Vec<u8>>, Inlet, tokio::task::JoinHandle<()>) {
-    let (client_tx, from_client) = mpsc::channel(FROM_CLIENT_QUEUE);
+) -> (queue::Sender<Vec<u8>>, Inlet, tokio::task::JoinHandle<()>) {
+    let (client_tx, from_client) = queue::bounded(FROM_CLIENT_QUEUE, queue::one);
     let (to_client, inlet) = outlet::channel(service.options.send_buffer_bytes);
     let connection = Connection {
         transport,
@@ -90,7 +91,7 @@ pub(super) async fn raw<A: Application>(
     }
 }
 
-async fn pump_raw(socket: WebSocket, client_tx: mpsc::Sender<Vec<u8>>, mut inlet: Inlet) {
+async fn pump_raw(socket: WebSocket, client_tx: queue::Sender<Vec<u8>>, mut inlet: Inlet) {
     let (mut sink, mut source) = socket.split();
     let end = loop {
         tokio::select! {
@@ -105,10 +106,19 @@ async fn pump_raw(socket: WebSocket, client_tx: mpsc::Sender<Vec<u8>>, mut inlet
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
             out = inlet.recv() => match out {
-                Some(ToClient::Data(text)) => {
-                    let len = text.len();
+                Some(ToClient::Data(mut text)) => {
+                    // Under a burst, what is already queued goes out in the same message:
+                    // STOMP frames are self-delimiting, and clients parse several per message.
+                    let mut close = None;
+                    while text.len() < COALESCE_BYTES {
+                        match inlet.try_recv() {
+                            Some(ToClient::Data(more)) => text.push_str(&more),
+                            Some(ToClient::Close(end)) => { close = Some(end); break; }
+                            None => break,
+                        }
+                    }
                     if sink.send(Message::Text(text.into())).await.is_err() { break None; }
-                    inlet.written_one(len);
+                    if close.is_some() { break close; }
                 }
                 Some(ToClient::Close(end)) => break Some(end),
                 None => break None,
@@ -142,7 +152,7 @@ pub(super) async fn sockjs<A: Application>(service: Arc<Service<A>>, request: Re
 
 async fn pump_sockjs(
     socket: WebSocket,
-    client_tx: mpsc::Sender<Vec<u8>>,
+    client_tx: queue::Sender<Vec<u8>>,
     mut inlet: Inlet,
     heartbeat_every: Duration,
 ) {
@@ -185,8 +195,8 @@ async fn pump_sockjs(
                         }
                     }
                     let frame = framing::messages(&batch);
+                    batch.clear();
                     if sink.send(Message::Text(frame.into())).await.is_err() { break; }
-                    for text in batch.drain(..) { inlet.written_one(text.len()); }
                     if let Some(end) = close {
                         send_close(&mut sink, end).await;
                         break;
