@@ -42,6 +42,7 @@ pub async fn run(
     let mut next_beat = Instant::now() + FAR_FUTURE;
     let send_timeout = app.limits.send_timeout;
     let mut errored = false;
+    let message_frames = app.metrics.frames_out.with_label_values(&["MESSAGE"]);
     app.metrics.sessions.with_label_values(&[transport]).inc();
 
     let end = 'conn: loop {
@@ -82,11 +83,15 @@ pub async fn run(
             }
             delivered = async { inbox.as_mut().expect("guarded").recv().await }, if inbox.is_some() => {
                 let Some(json) = delivered else { break End::SlowConsumer };
-                let subscriptions = session.subscriptions().to_vec();
-                for subscription in &subscriptions {
-                    let frame = session.message(subscription, &json);
-                    actions.push_back(Action::Send(frame));
+                // The hot path: each MESSAGE is written straight to its wire text.
+                for index in 0..session.subscriptions().len() {
+                    let text = session.message_text(index, &json);
+                    message_frames.inc();
+                    if let Err(end) = send(&to_client, text, send_timeout).await {
+                        break 'conn end;
+                    }
                 }
+                continue;
             }
             _ = sleep_until(next_beat), if beat_every.is_some() => {
                 if let Err(end) = send(&to_client, "\n".to_owned(), send_timeout).await {

@@ -305,6 +305,32 @@ impl Session {
             .body(body.as_bytes().to_vec())
     }
 
+    /// The wire text of [`Session::message`] on subscription `index`, built in one buffer
+    /// (the delivery path): the same bytes `encode` would produce.
+    pub fn message_text(&mut self, index: usize, body: &str) -> String {
+        use std::fmt::Write as _;
+        self.next_message_id += 1;
+        let version = self.version;
+        let subscription = &self.subscriptions[index];
+        let mut out = String::with_capacity(160 + body.len());
+        out.push_str("MESSAGE\ndestination:");
+        crate::stomp::codec::escape_text(&mut out, &subscription.destination, version);
+        out.push_str("\nsubscription:");
+        crate::stomp::codec::escape_text(&mut out, &subscription.id, version);
+        let _ = write!(
+            out,
+            "\nmessage-id:{}\ncontent-type:application/json\n",
+            self.next_message_id
+        );
+        if !body.is_empty() {
+            let _ = writeln!(out, "content-length:{}", body.len());
+        }
+        out.push('\n');
+        out.push_str(body);
+        out.push('\0');
+        out
+    }
+
     fn fail(&mut self, message: &str, receipt_id: Option<&str>) -> Vec<Action> {
         self.state = State::Closed;
         let mut error = Frame::new(Command::Error)
@@ -556,6 +582,28 @@ mod tests {
         assert_eq!(first.get("content-type"), Some("application/json"));
         assert_ne!(first.get("message-id"), second.get("message-id"));
         assert_eq!(first.body.as_ref(), b"{\"id\":1}");
+    }
+
+    #[test]
+    fn message_text_is_exactly_the_encoded_frame() {
+        use crate::stomp::encode;
+        for version in ["1.0", "1.1", "1.2"] {
+            let mut s = Session::new(SessionConfig {
+                insecure_no_auth: true,
+                ..SessionConfig::default()
+            });
+            s.on_frame(connect(&[("accept-version", version)]));
+            // An id with every character that needs escaping in some version.
+            s.on_frame(subscribe("a:b\\c\rd", "/user/u1/queue/notifications"));
+            assert_eq!(s.subscriptions().len(), 1, "{version}");
+            let sub = s.subscriptions()[0].clone();
+            for body in ["{\"id\":1,\"m\":\"주문 😀\"}", ""] {
+                let frame = s.message(&sub, body);
+                s.next_message_id -= 1; // the same message id again
+                let text = s.message_text(0, body);
+                assert_eq!(text.as_bytes(), encode(&frame, s.version()), "{version}");
+            }
+        }
     }
 
     #[test]

@@ -220,6 +220,26 @@ fn escape_into(out: &mut Vec<u8>, text: &str, version: Version) {
     }
 }
 
+/// Appends a header name or value of a frame that escapes headers (MESSAGE, RECEIPT, ...)
+/// as `encode` writes it: escaped in 1.1/1.2, EOLs dropped in 1.0.
+pub fn escape_text(out: &mut String, text: &str, version: Version) {
+    if !text.contains(['\n', '\r', ':', '\\']) {
+        out.push_str(text);
+    } else if version.escapes() {
+        for c in text.chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                ':' => out.push_str("\\c"),
+                '\\' => out.push_str("\\\\"),
+                '\r' if version == Version::V1_2 => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    } else {
+        out.extend(text.chars().filter(|c| *c != '\n' && *c != '\r'));
+    }
+}
+
 /// Encodes `frame` for a session speaking `version`. Adds `content-length` when the body is
 /// not empty and the frame has none.
 pub fn encode(frame: &Frame, version: Version) -> Vec<u8> {
