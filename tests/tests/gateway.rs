@@ -653,6 +653,8 @@ async fn only_allowed_origins_may_connect() {
         "{info}"
     );
     assert!(info.contains("\"websocket\":true"), "{info}");
+    // Sticky sessions for the HTTP transports by default (Spring's default too).
+    assert!(info.contains("\"cookie_needed\":true"), "{info}");
     gw.shutdown.cancel();
 }
 
@@ -703,6 +705,11 @@ async fn jsonp_and_htmlfile_transports_carry_stomp() {
     )
     .await;
     assert!(open.ends_with("/**/cb(\"o\");\r\n"), "{open}");
+    assert!(
+        open.to_ascii_lowercase()
+            .contains("set-cookie: jsessionid=dummy; path=/"),
+        "{open}"
+    );
     let ticket = ticket_for(&gw, "jp").await;
     let connect = format!("CONNECT\naccept-version:1.2\nX-WS-Ticket:{ticket}\n\n\u{0}");
     let payload = serde_json::to_string(&vec![connect]).unwrap();

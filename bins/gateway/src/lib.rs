@@ -132,6 +132,16 @@ pub struct GatewayConfig {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// SockJS: set a `JSESSIONID` cookie (and tell clients to send cookies), so a load
+    /// balancer can keep a session's HTTP requests on one instance (Spring's default).
+    #[arg(
+        long = "sockjs-cookie-needed",
+        env = "SOCKJS_COOKIE_NEEDED",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub sockjs_cookie_needed: bool,
+
     /// Admin listener: /metrics, /healthz, /readyz.
     #[arg(
         long = "admin-addr",
@@ -170,6 +180,7 @@ impl GatewayConfig {
             send_timeout_ms: 10_000,
             first_frame_timeout_ms: 60_000,
             allowed_origins: vec!["*".into()],
+            sockjs_cookie_needed: true,
             admin_addr: None,
             max_connections: 50_000,
         }
@@ -311,6 +322,7 @@ impl Gateway {
             send_buffer_bytes: config.send_buffer_bytes,
             max_message_bytes: config.max_frame_bytes,
             raw_protocols: &STOMP_PROTOCOLS,
+            cookie_needed: config.sockjs_cookie_needed,
             ..sockjs::Options::default()
         };
         let state = AppState {
