@@ -49,6 +49,9 @@ struct Args {
     /// Notifications to deliver (RabbitMQ gets the same number).
     #[arg(long, default_value_t = 200_000)]
     messages: usize,
+    /// Offered load of a second, paced delivery run (5 s), for latency below saturation; 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    paced_rate: u64,
     #[arg(long, default_value = "redis://127.0.0.1:6379/")]
     redis: String,
     /// RabbitMQ Web-STOMP endpoint; empty to skip the comparison.
@@ -148,7 +151,12 @@ async fn open_session(url: &str, kind: Kind, user: &str) -> anyhow::Result<Ws> {
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", "v12.stomp".parse()?);
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    // Small client buffers: thousands of clients share the machine with the server.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
     if kind == Kind::Sockjs {
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t == "o" => {}
@@ -321,10 +329,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn rabbit_pid() -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-f", "beam.smp"])
-        .output()
-        .ok()?;
+    pid_of("beam.smp")
+}
+
+fn pid_of(name: &str) -> Option<u32> {
+    let out = Command::new("pgrep").args(["-f", name]).output().ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -371,14 +380,13 @@ fn spawn_readers(
                         let end = part.find('}').unwrap_or(part.len());
                         if let Ok(t) = part[..end].parse::<u64>() {
                             local.push(now_micros().saturating_sub(t));
-                            received.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    if local.len() >= 64 {
-                        latencies.lock().await.append(&mut local);
-                    }
+                    // Recorded before counted: the run ends when the count is complete.
+                    let n = local.len() as u64;
+                    latencies.lock().await.append(&mut local);
+                    received.fetch_add(n, Ordering::Relaxed);
                 }
-                latencies.lock().await.append(&mut local);
             })
         })
         .collect()
@@ -425,24 +433,48 @@ fn payload(i: usize, user: usize) -> String {
     )
 }
 
-async fn gateway_deliveries(args: &Args, gw: &Gateway) -> anyhow::Result<Deliveries> {
-    println!(
-        "deliveries Raw: {} messages to {} sessions",
-        args.messages, args.subscribers
-    );
+/// Delivers `messages` through the gateway: as fast as Redis takes them (`rate` None), or
+/// paced at `rate` per second in batches of 100.
+async fn gateway_deliveries(
+    args: &Args,
+    gw: &Gateway,
+    messages: usize,
+    rate: Option<u64>,
+) -> anyhow::Result<Deliveries> {
+    match rate {
+        None => println!(
+            "deliveries Raw: {messages} messages to {} sessions, one burst",
+            args.subscribers
+        ),
+        Some(rate) => println!(
+            "deliveries Raw: {messages} messages to {} sessions at {rate}/s",
+            args.subscribers
+        ),
+    }
     let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
     let sessions = open_many(&url, Kind::Raw, "sub-", 0, args.subscribers).await?;
     let received = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.messages)));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(messages)));
     let readers = spawn_readers(sessions, Kind::Raw, &received, &latencies);
     let client = redis::Client::open(args.redis.as_str())?;
     let mut redis = client.get_multiplexed_async_connection().await?;
-    let cpu_before = cpu_seconds(gw.child.id());
+    let redis_pid = pid_of("redis-server");
+    let me = std::process::id();
+    let cpu_before = (
+        cpu_seconds(gw.child.id()),
+        redis_pid.map_or(0.0, cpu_seconds),
+        cpu_seconds(me),
+    );
     let started = Instant::now();
+    let batch = if rate.is_some() { 100 } else { 500 };
     let mut sent = 0;
-    while sent < args.messages {
+    while sent < messages {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let mut pipe = redis::pipe();
-        for i in sent..(sent + 500).min(args.messages) {
+        for i in sent..(sent + batch).min(messages) {
             let user = i % args.subscribers;
             pipe.cmd("PUBLISH")
                 .arg(format!("{}sub-{user}", gw.prefix))
@@ -450,13 +482,15 @@ async fn gateway_deliveries(args: &Args, gw: &Gateway) -> anyhow::Result<Deliver
                 .ignore();
         }
         pipe.query_async::<()>(&mut redis).await?;
-        sent = (sent + 500).min(args.messages);
+        sent = (sent + batch).min(messages);
     }
-    let result = await_deliveries(args.messages, started, &received, &latencies, readers).await;
-    let cpu = cpu_seconds(gw.child.id()) - cpu_before;
+    let result = await_deliveries(messages, started, &received, &latencies, readers).await;
+    let cpu = cpu_seconds(gw.child.id()) - cpu_before.0;
+    let redis_cpu = redis_pid.map_or(0.0, cpu_seconds) - cpu_before.1;
+    let clients_cpu = cpu_seconds(me) - cpu_before.2;
     println!(
-        "  gateway CPU {cpu:.2} s: {:.1} µs per delivery (the rest of the 2 cores: Redis and the clients)",
-        cpu * 1e6 / args.messages as f64
+        "  CPU: gateway {cpu:.2} s ({:.1} µs per delivery), Redis {redis_cpu:.2} s, clients {clients_cpu:.2} s",
+        cpu * 1e6 / messages as f64
     );
     Ok(result)
 }
@@ -521,7 +555,11 @@ async fn main() -> anyhow::Result<()> {
         measure_idle(gw.child.id(), &url, Kind::Sockjs, args.sockjs_sessions).await?;
     }
     let gw = start_gateway(&args.redis).await?;
-    let ours = gateway_deliveries(&args, &gw).await?;
+    let ours = gateway_deliveries(&args, &gw, args.messages, None).await?;
+    if args.paced_rate > 0 {
+        let paced = (args.paced_rate * 5) as usize;
+        gateway_deliveries(&args, &gw, paced, Some(args.paced_rate)).await?;
+    }
     drop(gw);
 
     if args.rabbit.is_empty() {
