@@ -142,6 +142,15 @@ pub struct GatewayConfig {
     )]
     pub sockjs_cookie_needed: bool,
 
+    /// URL of the SockJS client script that `/iframe.html` loads (iframe-based transports
+    /// of browsers without CORS).
+    #[arg(
+        long = "sockjs-client-url",
+        env = "SOCKJS_CLIENT_URL",
+        default_value = "/sockjs-client.min.js"
+    )]
+    pub sockjs_client_url: String,
+
     /// Admin listener: /metrics, /healthz, /readyz.
     #[arg(
         long = "admin-addr",
@@ -181,6 +190,7 @@ impl GatewayConfig {
             first_frame_timeout_ms: 60_000,
             allowed_origins: vec!["*".into()],
             sockjs_cookie_needed: true,
+            sockjs_client_url: "/sockjs-client.min.js".into(),
             admin_addr: None,
             max_connections: 50_000,
         }
@@ -323,6 +333,7 @@ impl Gateway {
             max_message_bytes: config.max_frame_bytes,
             raw_protocols: &STOMP_PROTOCOLS,
             cookie_needed: config.sockjs_cookie_needed,
+            client_url: config.sockjs_client_url.clone(),
             ..sockjs::Options::default()
         };
         let state = AppState {

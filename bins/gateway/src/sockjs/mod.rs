@@ -99,7 +99,8 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// Subprotocols the raw WebSocket endpoint negotiates.
     pub raw_protocols: &'static [&'static str],
-    /// The SockJS client script the iframe page loads.
+    /// The SockJS client script the iframe page loads (only iframe-based transports, for
+    /// browsers without CORS, use it).
     pub client_url: String,
 }
 
@@ -114,7 +115,7 @@ impl Default for Options {
             send_buffer_bytes: 512 * 1024,
             max_message_bytes: 64 * 1024,
             raw_protocols: &[],
-            client_url: "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js".into(),
+            client_url: "/sockjs-client.min.js".into(),
         }
     }
 }
