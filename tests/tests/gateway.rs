@@ -259,6 +259,13 @@ async fn a_ticket_user_receives_its_notifications_exactly() {
         message.ends_with(&format!("\n\n{json}\0")),
         "exact body: {message}"
     );
+    // Delivered frames are timed from the relay to the send buffer.
+    assert!(gw.metrics.delivery_latency.get_sample_count() >= 1);
+    assert!(
+        gw.metrics
+            .render()
+            .contains("gateway_delivery_latency_seconds_bucket"),
+    );
 
     // The ticket was consumed: it cannot be used twice.
     let mut again = open(&gw).await;

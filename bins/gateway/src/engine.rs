@@ -82,15 +82,18 @@ pub async fn run(
                 }
             }
             delivered = async { inbox.as_mut().expect("guarded").recv().await }, if inbox.is_some() => {
-                let Some(json) = delivered else { break End::SlowConsumer };
+                let Some(delivery) = delivered else { break End::SlowConsumer };
                 // The hot path: each MESSAGE is written straight to its wire text.
                 for index in 0..session.subscriptions().len() {
-                    let text = session.message_text(index, &json);
+                    let text = session.message_text(index, &delivery.json);
                     message_frames.inc();
                     if let Err(end) = send(&to_client, text, send_timeout).await {
                         break 'conn end;
                     }
                 }
+                app.metrics
+                    .delivery_latency
+                    .observe(delivery.received.elapsed().as_secs_f64());
                 continue;
             }
             _ = sleep_until(next_beat), if beat_every.is_some() => {

@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use prometheus::IntCounter;
 use shared::channel::Channels;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::queue;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,16 @@ pub enum SubscribeMode {
 }
 
 /// A session's end of the relay: notification JSON, in order.
-pub type Inbox = queue::Receiver<Arc<str>>;
+pub type Inbox = queue::Receiver<Delivery>;
+
+/// One notification on its way to a session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The notification JSON, shared by the user's sessions.
+    pub json: Arc<str>,
+    /// When the relay received it from Redis (for the delivery latency metric).
+    pub received: Instant,
+}
 
 enum RelayCommand {
     /// Subscribe to the user's channel; the sender hears once Redis has confirmed it.
@@ -51,7 +61,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Members {
-    by_user: HashMap<String, HashMap<u64, queue::Sender<Arc<str>>>>,
+    by_user: HashMap<String, HashMap<u64, queue::Sender<Delivery>>>,
 }
 
 /// Counters the hub keeps.
@@ -164,11 +174,13 @@ impl Hub {
 
     /// Hands `json` to every session of `user`; a full queue drops that session.
     fn deliver(&self, user: &str, json: Arc<str>) {
+        let received = Instant::now();
         let mut members = self.members.lock().expect("hub lock");
         let Some(sessions) = members.by_user.get_mut(user) else {
             return;
         };
-        sessions.retain(|_, sender| match sender.try_send(json.clone()) {
+        let delivery = Delivery { json, received };
+        sessions.retain(|_, sender| match sender.try_send(delivery.clone()) {
             Ok(()) => {
                 self.metrics.delivered.inc();
                 true

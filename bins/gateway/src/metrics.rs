@@ -1,7 +1,9 @@
 //! Gateway metrics (Prometheus) on one registry per instance. Labels are transports,
 //! commands and close reasons — never a user id.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::hub::HubMetrics;
 
@@ -14,6 +16,9 @@ pub struct GatewayMetrics {
     pub bytes_in: IntCounter,
     pub errors: IntCounter,
     pub closes: IntCounterVec,
+    /// From the relay receiving a notification from Redis to its MESSAGE frame entering
+    /// the session's send buffer (written to the socket as the client reads).
+    pub delivery_latency: Histogram,
     pub hub: HubMetrics,
 }
 
@@ -47,6 +52,17 @@ impl GatewayMetrics {
             bytes_in: counter("bytes_in_total", "Bytes received from clients"),
             errors: counter("error_frames_total", "ERROR frames sent"),
             closes: counter_vec("closes_total", "Connections ended, by reason", "reason"),
+            delivery_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "delivery_latency_seconds",
+                    "Redis message received -> MESSAGE frame queued to the client's socket",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )
+            .expect("metric"),
             hub: HubMetrics {
                 delivered: counter("deliveries_total", "Notifications handed to sessions"),
                 slow_consumers: counter(
@@ -64,6 +80,7 @@ impl GatewayMetrics {
             Box::new(metrics.bytes_in.clone()),
             Box::new(metrics.errors.clone()),
             Box::new(metrics.closes.clone()),
+            Box::new(metrics.delivery_latency.clone()),
             Box::new(metrics.hub.delivered.clone()),
             Box::new(metrics.hub.slow_consumers.clone()),
             Box::new(metrics.hub.redis_reconnects.clone()),
