@@ -26,7 +26,7 @@ use crate::queue;
 
 /// Client messages queued toward the application.
 const FROM_CLIENT_QUEUE: usize = 16;
-/// JSON escaping can make a payload up to six times its messages (`\u0000`).
+/// JSON escaping's worst case (`\u0000` for one byte).
 const ESCAPING: usize = 6;
 /// Receiver aborted by the client: the session ends.
 const INTERRUPTED: (u16, &str) = (1002, "Connection interrupted");
@@ -358,14 +358,18 @@ pub(super) async fn jsonp_poll<A: Application>(
     }
 }
 
-/// Reads a sending request's body, within the size a payload of legal messages can have.
-async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Refusal> {
-    let limit = service
-        .options
+/// The largest SockJS payload carrying legal messages: JSON escaping can make it up to six
+/// times its messages (`\u0000`).
+pub(super) fn payload_limit(options: &super::Options) -> usize {
+    options
         .max_message_bytes
         .saturating_mul(ESCAPING)
-        .saturating_add(1024);
-    axum::body::to_bytes(body, limit)
+        .saturating_add(1024)
+}
+
+/// Reads a sending request's body, within [`payload_limit`].
+async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Refusal> {
+    axum::body::to_bytes(body, payload_limit(&service.options))
         .await
         .map_err(|_| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."))
 }

@@ -29,6 +29,7 @@ async fn upgrade<A: Application>(
     service: &Service<A>,
     request: Request,
     protocols: &'static [&'static str],
+    max_message_size: usize,
 ) -> Result<(WebSocketUpgrade, A::Admission), Response> {
     if !service.options.websocket {
         return Err(StatusCode::NOT_FOUND.into_response());
@@ -54,7 +55,7 @@ async fn upgrade<A: Application>(
         .protocols(protocols.iter().copied())
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(service.options.max_message_bytes);
+        .max_message_size(max_message_size);
     Ok((upgrade, admission))
 }
 
@@ -80,7 +81,8 @@ pub(super) async fn raw<A: Application>(
     request: Request,
 ) -> Response {
     let protocols = service.options.raw_protocols;
-    match upgrade(&service, request, protocols).await {
+    let max = service.options.max_message_bytes;
+    match upgrade(&service, request, protocols, max).await {
         Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
             let (client_tx, inlet, task) = start(&service, admission, "websocket");
             drop(service);
@@ -138,7 +140,9 @@ async fn pump_raw(socket: WebSocket, client_tx: queue::Sender<Vec<u8>>, mut inle
 
 /// `/{server}/{session}/websocket`: SockJS framing over a socket (one session per socket).
 pub(super) async fn sockjs<A: Application>(service: Arc<Service<A>>, request: Request) -> Response {
-    match upgrade(&service, request, &[]).await {
+    // SockJS wraps each message in a JSON string: allow for its escaping.
+    let max = super::http::payload_limit(&service.options);
+    match upgrade(&service, request, &[], max).await {
         Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
             let heartbeat = service.options.heartbeat;
             let (client_tx, inlet, task) = start(&service, admission, "sockjs-websocket");
