@@ -64,6 +64,24 @@ async fn ticket(env: &Env, user: &str) -> String {
     support::issue_ticket(&env.ticket_prefix, user).await
 }
 
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Starts `node client.mjs <base> <args...>`; its stdout as lines.
+fn spawn_client(env: &Env, args: &[&str]) -> (tokio::process::Child, Lines) {
+    let mut child = Command::new("node")
+        .current_dir(js_dir())
+        .arg("client.mjs")
+        .arg(&env.base)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
 /// Runs the Node client; publishes `json` for `user` once it is subscribed; returns its last
 /// line (`MESSAGE <body>`, `ERROR <message>` or `TIMEOUT`).
 async fn run_client(
@@ -74,22 +92,7 @@ async fn run_client(
     user: &str,
     json: &str,
 ) -> String {
-    let mut child = Command::new("node")
-        .current_dir(js_dir())
-        .args([
-            "client.mjs",
-            &env.base,
-            transport,
-            header.0,
-            header.1,
-            destination,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node must be installed");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_client(env, &[transport, header.0, header.1, destination]);
     let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
         let mut publisher = redis().await;
         loop {
@@ -223,23 +226,17 @@ async fn a_burst_after_the_receipt_arrives_whole_and_in_order() {
     ] {
         let user = format!("burst-{transport}");
         let t = ticket(&env, &user).await;
-        let mut child = Command::new("node")
-            .current_dir(js_dir())
-            .args([
-                "client.mjs",
-                &env.base,
+        let count = BURST.to_string();
+        let (mut child, mut lines) = spawn_client(
+            &env,
+            &[
                 transport,
                 "X-WS-Ticket",
                 &t,
                 "/user/queue/notifications",
-                &BURST.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node must be installed");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                &count,
+            ],
+        );
         let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
             assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("READY"));
             // Published once, in one pipeline: nothing is retried.

@@ -111,28 +111,25 @@ impl<T> Sender<T> {
 
     /// Queues `item`, waiting for room as long as it takes.
     pub async fn send(&self, item: T) -> Result<(), SendError<T>> {
-        let mut item = match self.try_send(item) {
-            Err(SendError::Full(back)) => back,
-            done => return done,
-        };
-        loop {
-            let mut room = pin!(self.0.writable.notified());
-            room.as_mut().enable();
-            match self.try_send(item) {
-                Err(SendError::Full(back)) => item = back,
-                done => return done,
-            }
-            room.await;
-        }
+        self.send_until(item, None).await
     }
 
     /// Queues `item`, waiting for room at most `timeout`.
     pub async fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendError<T>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.send_until(item, Some(deadline)).await
+    }
+
+    async fn send_until(
+        &self,
+        item: T,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), SendError<T>> {
+        // Most sends find room: no waiter is registered for them.
         let mut item = match self.try_send(item) {
             Err(SendError::Full(back)) => back,
             done => return done,
         };
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut room = pin!(self.0.writable.notified());
             room.as_mut().enable();
@@ -140,8 +137,13 @@ impl<T> Sender<T> {
                 Err(SendError::Full(back)) => item = back,
                 done => return done,
             }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
-                return self.try_send(item);
+            match deadline {
+                None => room.await,
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return self.try_send(item);
+                    }
+                }
             }
         }
     }

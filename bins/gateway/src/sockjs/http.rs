@@ -399,63 +399,82 @@ fn existing<A>(service: &Service<A>, id: &str) -> Result<Arc<HttpSession>, Refus
         .ok_or(Refusal::NOT_FOUND)
 }
 
-/// `xhr_send`: client → server messages as a JSON array.
+/// A sending request: the body's messages (as `payload` decodes them) go to the session's
+/// application; `ok` is the answer, the request's CORS and cookie headers added.
+async fn receive<A: Application>(
+    service: Arc<Service<A>>,
+    id: &str,
+    request: &Parts,
+    body: Body,
+    payload: fn(&HeaderMap, Bytes) -> Vec<u8>,
+    ok: fn() -> Response,
+) -> Response {
+    let result = async {
+        let session = existing(&service, id)?;
+        let body = read_payload(&service, body).await?;
+        forward(&session, &payload(&request.headers, body)).await
+    }
+    .await;
+    let response = match result {
+        Ok(()) => ok(),
+        Err(refused) => refused.into_response(),
+    };
+    finish(&service, &request.headers, response)
+}
+
+/// `xhr_send`: client → server messages as a JSON array; 204.
 pub(super) async fn xhr_send<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
     request: &Parts,
     body: Body,
 ) -> Response {
-    let headers = &request.headers;
-    let result = async {
-        let session = existing(&service, id)?;
-        let payload = read_payload(&service, body).await?;
-        forward(&session, &payload).await
-    }
-    .await;
-    let response = match result {
-        Ok(()) => (
-            StatusCode::NO_CONTENT,
-            [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
-        )
-            .into_response(),
-        Err(refused) => refused.into_response(),
-    };
-    finish(&service, headers, response)
+    receive(
+        service,
+        id,
+        request,
+        body,
+        |_, body| body.to_vec(),
+        || {
+            (
+                StatusCode::NO_CONTENT,
+                [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+            )
+                .into_response()
+        },
+    )
+    .await
 }
 
-/// `jsonp_send`: client → server messages, form-encoded (`d=...`) or raw.
+/// `jsonp_send`: client → server messages, form-encoded (`d=...`) or raw; `ok`.
 pub(super) async fn jsonp_send<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
     request: &Parts,
     body: Body,
 ) -> Response {
-    let headers = &request.headers;
-    let result = async {
-        let session = existing(&service, id)?;
-        let body = read_payload(&service, body).await?;
-        let form = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-            v.as_bytes()
-                .starts_with(b"application/x-www-form-urlencoded")
-        });
-        let payload = if form {
+    receive(
+        service,
+        id,
+        request,
+        body,
+        |headers, body| {
+            let form = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+                v.as_bytes()
+                    .starts_with(b"application/x-www-form-urlencoded")
+            });
+            if !form {
+                return body.to_vec();
+            }
             url_decode_pairs(&body)
                 .into_iter()
                 .find(|(key, _)| key == b"d")
                 .map(|(_, value)| value)
                 .unwrap_or_default()
-        } else {
-            body.to_vec()
-        };
-        forward(&session, &payload).await
-    }
-    .await;
-    let response = match result {
-        Ok(()) => body_response("text/plain; charset=UTF-8", Body::from("ok")),
-        Err(refused) => refused.into_response(),
-    };
-    finish(&service, headers, response)
+        },
+        || body_response("text/plain; charset=UTF-8", Body::from("ok")),
+    )
+    .await
 }
 
 /// `a=1&b=%20x` → pairs, with `+` as a space and `%XX` as a byte.
