@@ -788,3 +788,57 @@ async fn jsonp_and_htmlfile_transports_carry_stomp() {
     assert!(html.contains("<script>\np(\"o\");\n</script>"), "{html}");
     gw.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_the_connection_limit_get_503_on_every_transport() {
+    let gw = start_gateway_config(
+        &support::unique_name("gw"),
+        gateway::hub::SubscribeMode::PerUser,
+        |config| config.max_connections = 2,
+    )
+    .await;
+    let first = open(&gw).await;
+    // A SockJS HTTP session takes a permit as well.
+    let sockjs = http_request(
+        gw.addr,
+        "POST",
+        "/ws/notifications/000/limit1/xhr",
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(sockjs.ends_with("\r\n\r\no\n"), "{sockjs}");
+
+    let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503)
+        }
+        other => panic!("503 expected, got {other:?}"),
+    }
+    let refused = http_request(
+        gw.addr,
+        "POST",
+        "/ws/notifications/000/limit2/xhr",
+        "text/plain",
+        "",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.ends_with("too many connections"), "{refused}");
+    assert_eq!(
+        gw.metrics
+            .closes
+            .with_label_values(&["max_connections"])
+            .get(),
+        2
+    );
+
+    // A closed session gives its permit back.
+    drop(first);
+    support::wait_until("a permit is free", Duration::from_secs(5), || async {
+        tokio_tungstenite::connect_async(url.as_str()).await.is_ok()
+    })
+    .await;
+    gw.shutdown.cancel();
+}
