@@ -119,18 +119,21 @@ async fn run_client(
     outcome
 }
 
+/// Raw WebSocket, and the SockJS transports sockjs-client offers in Node.
+const TRANSPORTS: [&str; 5] = [
+    "raw",
+    "websocket",
+    "xhr-streaming",
+    "xhr-polling",
+    "eventsource",
+];
+
 const JSON: &str = r#"{"id":7,"userId":"user-js","type":"COUPON_ISSUED","title":"쿠폰이 발급되었습니다","message":"여름 세일 쿠폰 - 15%할인","link":"/shopping/coupons","status":"UNREAD","referenceId":"C-1","referenceType":"coupon","createdAt":"2026-02-06T10:00:00","readAt":null}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stompjs_over_every_transport_receives_the_exact_notification() {
     let env = start().await;
-    for transport in [
-        "raw",
-        "websocket",
-        "xhr-streaming",
-        "xhr-polling",
-        "eventsource",
-    ] {
+    for transport in TRANSPORTS {
         for destination in [
             "/user/user-js/queue/notifications",
             "/user/queue/notifications",
@@ -217,13 +220,7 @@ async fn stompjs_with_a_jwt_and_refusals() {
 async fn a_burst_after_the_receipt_arrives_whole_and_in_order() {
     const BURST: usize = 300;
     let env = start().await;
-    for transport in [
-        "raw",
-        "websocket",
-        "xhr-streaming",
-        "xhr-polling",
-        "eventsource",
-    ] {
+    for transport in TRANSPORTS {
         let user = format!("burst-{transport}");
         let t = ticket(&env, &user).await;
         let count = BURST.to_string();
