@@ -670,16 +670,14 @@ async fn the_admin_port_reports_health_readiness_and_metrics() {
     wait_until("stored", SETTLE, || async { env.db.count().await == 1 }).await;
     assert!(http_get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(http_get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
-    let metrics = http_get(addr, "/metrics").await;
-    assert!(
-        metrics
-            .contains(r#"ingest_records_total{outcome="stored",topic="shopping.order.created"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("ingest_kafka_to_publish_seconds_count 1"),
-        "{metrics}"
-    );
+    // The row is committed before the notification is published and counted: wait for both.
+    let stored = r#"ingest_records_total{outcome="stored",topic="shopping.order.created"} 1"#;
+    let published = "ingest_kafka_to_publish_seconds_count 1";
+    wait_until("the batch's metrics", SETTLE, || async {
+        let metrics = http_get(addr, "/metrics").await;
+        metrics.contains(stored) && metrics.contains(published)
+    })
+    .await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     admin_shutdown.cancel();
