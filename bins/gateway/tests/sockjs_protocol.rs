@@ -402,3 +402,28 @@ async fn streams_end_at_the_response_limit() {
         "a[\"next\"]\n"
     );
 }
+
+#[tokio::test]
+async fn a_broken_payload_closes_the_websocket_with_a_close_frame_not_a_reset() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = serve().await;
+    let url = format!("ws://{}/echo/000/broken/websocket", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("o".into()));
+    ws.send(Message::Text("[\"a".into())).await.unwrap();
+    // More arrives after the server has closed: the close frame must still reach us.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ws.send(Message::Text("[\"b\"]".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the server closes");
+    assert!(
+        matches!(closed, Some(Ok(Message::Close(_)))),
+        "a close frame, got {closed:?}"
+    );
+}

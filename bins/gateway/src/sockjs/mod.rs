@@ -182,11 +182,8 @@ async fn transport<A: Application>(
     let (parts, body) = request.into_parts();
     let post_only = |name: &str| matches!(name, "xhr" | "xhr_send" | "xhr_streaming");
     match (transport.as_str(), &parts.method) {
-        ("websocket", _) if !service.options.websocket => StatusCode::NOT_FOUND.into_response(),
-        ("websocket", &Method::GET) => {
-            websocket::sockjs(service, Request::from_parts(parts, body)).await
-        }
-        ("websocket", _) => method_not_allowed("GET"),
+        // The upgrade answers 404 when WebSocket is off and 405 to other methods.
+        ("websocket", _) => websocket::sockjs(service, Request::from_parts(parts, body)).await,
         (name, &Method::OPTIONS) if post_only(name) => preflight(&parts.headers, "OPTIONS, POST"),
         ("xhr", &Method::POST) => http::xhr_poll(service, &session, &parts.headers).await,
         ("xhr_send", &Method::POST) => http::xhr_send(service, &session, &parts, body).await,

@@ -135,6 +135,7 @@ async fn pump_raw(socket: WebSocket, client_tx: queue::Sender<Vec<u8>>, mut inle
             reason: reason.into(),
         }));
         let _ = tokio::time::timeout(CLOSE_WRITE, sink.send(close)).await;
+        await_close_reply(&mut source).await;
     }
 }
 
@@ -219,6 +220,21 @@ async fn pump_sockjs(
     }
     drop(client_tx);
     let _ = tokio::time::timeout(CLOSE_WRITE, sink.close()).await;
+    await_close_reply(&mut source).await;
+}
+
+/// The closing handshake's end: reads until the client's Close (or its end of the socket),
+/// for at most `CLOSE_WRITE`, so the socket is not dropped with the client's reply unread
+/// (which resets the connection and can discard our close frame at the client).
+async fn await_close_reply(source: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_WRITE, async {
+        while let Some(Ok(message)) = source.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The SockJS close frame, then the WebSocket close with the same code.
