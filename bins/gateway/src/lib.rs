@@ -1,21 +1,25 @@
-//! `gateway`: delivers notifications to browsers over STOMP and serves the inbox API.
-//! This is the application seam: [`Gateway::bind`] binds the listener (port 0 in tests),
+//! `gateway`: delivers notifications to browsers over STOMP (SockJS and raw WebSocket).
+//! This is the application seam: [`Gateway::bind`] binds the listeners (port 0 in tests),
 //! [`Gateway::run`] serves until the shutdown token fires.
 //!
-//! Modules: [`stomp`] — the STOMP frame codec and [`session`] — the STOMP session state
-//! machine (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
-//! [`engine`] — one STOMP connection, independent of transport; [`outlet`] — its bounded
-//! output; [`sockjs`] — the SockJS server (every transport, and the raw WebSocket) that
-//! runs the engine; [`metrics`] (served on the admin listener).
+//! Crate map, top to bottom: [`config`] — the configuration; [`router`] — the public routes;
+//! [`sockjs`] — the SockJS server (every transport, and the raw WebSocket) that runs the
+//! [`engine`] — one STOMP connection, independent of transport, with its bounded output
+//! ([`outlet`], on [`queue`]); [`session`] — the STOMP session state machine and [`stomp`] —
+//! the frame codec (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
+//! [`state`] — what connections share; [`metrics`] (served on the admin listener).
 
 pub mod auth;
+pub mod config;
 pub mod engine;
 pub mod hub;
 pub mod metrics;
 pub mod outlet;
 pub mod queue;
+pub mod router;
 pub mod session;
 pub mod sockjs;
+pub mod state;
 pub mod stomp;
 
 use std::net::SocketAddr;
@@ -24,270 +28,26 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
-use clap::Args;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
-use shared::config::RedisArgs;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, JwtKeys};
-use crate::hub::{Hub, SubscribeMode};
+pub use crate::config::GatewayConfig;
+use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
 use crate::session::SessionConfig;
+pub use crate::state::{AppState, Limits, Origins};
 
 /// The STOMP subprotocols the raw WebSocket offers, most recent first.
 pub const STOMP_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
 /// How long open connections may take to finish after shutdown begins.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Gateway configuration.
-#[derive(Debug, Clone, Args)]
-pub struct GatewayConfig {
-    /// Address of the public listener (WebSocket, SockJS, REST).
-    #[arg(
-        long = "listen-addr",
-        env = "LISTEN_ADDR",
-        default_value = "0.0.0.0:8084"
-    )]
-    pub listen_addr: SocketAddr,
-
-    #[command(flatten)]
-    pub redis: RedisArgs,
-
-    /// How this instance hears Redis: only its users' channels, or every channel.
-    #[arg(long = "redis-subscribe", env = "REDIS_SUBSCRIBE", value_enum, default_value_t = SubscribeMode::PerUser)]
-    pub subscribe_mode: SubscribeMode,
-
-    /// HS256 keys as kid=secret pairs, comma separated (the first is used for tokens
-    /// without a kid). From the environment only in production.
-    #[arg(
-        long = "jwt-keys",
-        env = "JWT_KEYS",
-        default_value = "",
-        hide_default_value = true
-    )]
-    pub jwt_keys: String,
-
-    /// Redis key prefix of WebSocket tickets.
-    #[arg(long = "ws-ticket-prefix", env = "WS_TICKET_PREFIX", default_value = auth::TICKET_PREFIX)]
-    pub ticket_prefix: String,
-
-    /// DEV ONLY: accept STOMP sessions without credentials (user taken from the subscription).
-    #[arg(
-        long = "insecure-no-auth",
-        env = "INSECURE_NO_AUTH",
-        default_value_t = false
-    )]
-    pub insecure_no_auth: bool,
-
-    /// Largest STOMP frame a client may send, in bytes.
-    #[arg(long = "max-frame-bytes", env = "WS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
-    pub max_frame_bytes: usize,
-
-    /// Notifications queued per session before it is closed as a slow consumer.
-    #[arg(
-        long = "session-queue",
-        env = "WS_SESSION_QUEUE",
-        default_value_t = 1024
-    )]
-    pub session_queue: usize,
-
-    /// Output a session may have waiting for its client, in bytes.
-    #[arg(
-        long = "send-buffer-bytes",
-        env = "WS_SEND_BUFFER_BYTES",
-        default_value_t = 512 * 1024
-    )]
-    pub send_buffer_bytes: usize,
-
-    /// Longest time output may wait for room in the send buffer, in milliseconds.
-    #[arg(
-        long = "send-timeout-ms",
-        env = "WS_SEND_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
-    pub send_timeout_ms: u64,
-
-    /// Time a new connection has to complete CONNECT, in milliseconds.
-    #[arg(
-        long = "first-frame-timeout-ms",
-        env = "WS_FIRST_FRAME_TIMEOUT_MS",
-        default_value_t = 60_000
-    )]
-    pub first_frame_timeout_ms: u64,
-
-    /// Browser origins allowed to connect, comma separated (`*`: any). Requests without an
-    /// Origin header (non-browser clients) are not restricted.
-    #[arg(
-        long = "allowed-origins",
-        env = "APP_WEBSOCKET_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        default_value = "*"
-    )]
-    pub allowed_origins: Vec<String>,
-
-    /// SockJS: set a `JSESSIONID` cookie (and tell clients to send cookies), so a load
-    /// balancer can keep a session's HTTP requests on one instance (Spring's default).
-    #[arg(
-        long = "sockjs-cookie-needed",
-        env = "SOCKJS_COOKIE_NEEDED",
-        default_value_t = true,
-        action = clap::ArgAction::Set
-    )]
-    pub sockjs_cookie_needed: bool,
-
-    /// URL of the SockJS client script that `/iframe.html` loads (iframe-based transports
-    /// of browsers without CORS).
-    #[arg(
-        long = "sockjs-client-url",
-        env = "SOCKJS_CLIENT_URL",
-        default_value = "/sockjs-client.min.js"
-    )]
-    pub sockjs_client_url: String,
-
-    /// Admin listener: /metrics, /healthz, /readyz.
-    #[arg(
-        long = "admin-addr",
-        env = "ADMIN_ADDR",
-        default_value = "0.0.0.0:9092"
-    )]
-    pub admin_addr: Option<SocketAddr>,
-
-    /// Open WebSocket connections this instance accepts.
-    #[arg(
-        long = "max-connections",
-        env = "WS_MAX_CONNECTIONS",
-        default_value_t = 50_000
-    )]
-    pub max_connections: usize,
-}
-
-impl GatewayConfig {
-    /// Defaults for everything but the listener and Redis (tests and tools start here).
-    pub fn new(listen_addr: SocketAddr, redis_url: &str) -> GatewayConfig {
-        GatewayConfig {
-            listen_addr,
-            redis: RedisArgs {
-                url: Some(redis_url.to_owned()),
-                host: "localhost".into(),
-                port: 6379,
-                channel_prefix: shared::channel::DEFAULT_PREFIX.into(),
-            },
-            subscribe_mode: SubscribeMode::PerUser,
-            jwt_keys: String::new(),
-            ticket_prefix: auth::TICKET_PREFIX.into(),
-            insecure_no_auth: false,
-            max_frame_bytes: 64 * 1024,
-            session_queue: 1024,
-            send_buffer_bytes: 512 * 1024,
-            send_timeout_ms: 10_000,
-            first_frame_timeout_ms: 60_000,
-            allowed_origins: vec!["*".into()],
-            sockjs_cookie_needed: true,
-            sockjs_client_url: "/sockjs-client.min.js".into(),
-            admin_addr: None,
-            max_connections: 50_000,
-        }
-    }
-}
-
-/// Per-connection limits, shared by every transport.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub session: SessionConfig,
-    pub max_frame_bytes: usize,
-    pub max_headers: usize,
-    pub first_frame_timeout: Duration,
-    pub send_timeout: Duration,
-}
-
-/// Which browser origins may connect.
-#[derive(Debug, Clone)]
-pub struct Origins(Option<Vec<String>>);
-
-impl Origins {
-    pub fn new(list: &[String]) -> Origins {
-        let list: Vec<String> = list
-            .iter()
-            .map(|o| o.trim().trim_end_matches('/').to_owned())
-            .filter(|o| !o.is_empty())
-            .collect();
-        if list.is_empty() || list.iter().any(|o| o == "*") {
-            Origins(None)
-        } else {
-            Origins(Some(list))
-        }
-    }
-
-    /// Whether a request with these headers may connect.
-    pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
-        let Some(list) = &self.0 else { return true };
-        match headers
-            .get(axum::http::header::ORIGIN)
-            .and_then(|o| o.to_str().ok())
-        {
-            None => true,
-            Some(origin) => list
-                .iter()
-                .any(|allowed| allowed == origin.trim_end_matches('/')),
-        }
-    }
-}
-
-/// What every connection task shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub hub: Hub,
-    pub auth: Authenticator,
-    pub limits: Limits,
-    pub metrics: GatewayMetrics,
-    pub shutdown: CancellationToken,
-    pub origins: Origins,
-    connections: Arc<Semaphore>,
-}
-
-/// The STOMP engine as the SockJS layer's application: a session takes a connection permit.
-#[derive(Clone)]
-struct Stomp(AppState);
-
-impl sockjs::Application for Stomp {
-    type Admission = OwnedSemaphorePermit;
-
-    fn admit(&self, _headers: &HeaderMap) -> Result<OwnedSemaphorePermit, sockjs::Refusal> {
-        self.0.connections.clone().try_acquire_owned().map_err(|_| {
-            self.0
-                .metrics
-                .closes
-                .with_label_values(&["max_connections"])
-                .inc();
-            sockjs::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
-        })
-    }
-
-    fn run(
-        &self,
-        permit: OwnedSemaphorePermit,
-        connection: sockjs::Connection,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let state = self.0.clone();
-        async move {
-            engine::run(
-                state,
-                connection.transport,
-                connection.from_client,
-                connection.to_client,
-            )
-            .await;
-            drop(permit);
-        }
-    }
-}
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
@@ -401,17 +161,7 @@ impl Gateway {
                 }
             });
         }
-        let endpoint = sockjs::Service::new(Stomp(self.state.clone()), self.sockjs_options);
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/ws/notifications/", get(sockjs::greeting))
-            .nest(
-                "/ws/notifications",
-                sockjs::router(endpoint).layer(axum::middleware::from_fn_with_state(
-                    self.state.origins.clone(),
-                    check_origin,
-                )),
-            );
+        let app = router::public(self.state.clone(), self.sockjs_options);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();
         let serve = axum::serve(self.listener, app)
@@ -436,18 +186,5 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-/// Refuses browsers from origins not allowed (403) before any SockJS or WebSocket work.
-async fn check_origin(
-    State(origins): State<Origins>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if origins.allows(request.headers()) {
-        next.run(request).await
-    } else {
-        (StatusCode::FORBIDDEN, "origin not allowed").into_response()
     }
 }

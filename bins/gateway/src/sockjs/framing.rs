@@ -1,6 +1,8 @@
 //! SockJS 0.3.3 framing, pure: `o` open, `h` heartbeat, `a[...]` messages, `c[code,"reason"]`
 //! close, and the client's JSON-array payloads.
 
+use crate::outlet::End;
+
 /// The open frame.
 pub const OPEN: &str = "o";
 /// The heartbeat frame.
@@ -80,6 +82,15 @@ pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, PayloadError> {
     serde_json::from_slice::<String>(body)
         .map(|one| vec![one])
         .map_err(|_| PayloadError::BrokenJson)
+}
+
+/// The SockJS close frame for an end: 1001 when the server goes away, else SockJS's 3000.
+pub fn sockjs_close(end: End) -> (u16, &'static str) {
+    if end.is_shutdown() {
+        end.close_code()
+    } else {
+        (3000, "Go away!")
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,16 @@
 //! and an [`Outlet`] for its own, whatever the transport. The gateway mounts the STOMP
 //! engine; `examples/sockjs_echo.rs` mounts the protocol's conformance services.
 //!
-//! HTTP sessions ([`http`]) live while a receiving request is attached, or for the disconnect
+//! HTTP sessions ([`session`]; transports in [`polling`], [`streaming`], [`send`]) live while a receiving request is attached, or for the disconnect
 //! delay after the last one left; one receiver at a time (`c[2010,"Another connection still
 //! open"]`); a receiver the client aborts ends the session (`c[1002,"Connection
 //! interrupted"]`); a closed session answers `c[3000,"Go away!"]` until it is forgotten.
 
 pub mod framing;
-mod http;
+mod polling;
+mod send;
+mod session;
+mod streaming;
 mod websocket;
 
 use std::collections::HashMap;
@@ -124,7 +127,7 @@ impl Default for Options {
 pub struct Service<A> {
     app: A,
     options: Options,
-    sessions: Mutex<HashMap<String, Arc<http::HttpSession>>>,
+    sessions: Mutex<HashMap<String, Arc<session::HttpSession>>>,
     iframe: (String, String),
 }
 
@@ -185,13 +188,13 @@ async fn transport<A: Application>(
         // The upgrade answers 404 when WebSocket is off and 405 to other methods.
         ("websocket", _) => websocket::sockjs(service, Request::from_parts(parts, body)).await,
         (name, &Method::OPTIONS) if post_only(name) => preflight(&parts.headers, "OPTIONS, POST"),
-        ("xhr", &Method::POST) => http::xhr_poll(service, &session, &parts.headers).await,
-        ("xhr_send", &Method::POST) => http::xhr_send(service, &session, &parts, body).await,
-        ("xhr_streaming", &Method::POST) => http::xhr_streaming(service, &session, &parts),
-        ("eventsource", &Method::GET) => http::eventsource(service, &session, &parts),
-        ("htmlfile", &Method::GET) => http::htmlfile(service, &session, &parts),
-        ("jsonp", &Method::GET) => http::jsonp_poll(service, &session, &parts).await,
-        ("jsonp_send", &Method::POST) => http::jsonp_send(service, &session, &parts, body).await,
+        ("xhr", &Method::POST) => polling::xhr_poll(service, &session, &parts.headers).await,
+        ("xhr_send", &Method::POST) => send::xhr_send(service, &session, &parts, body).await,
+        ("xhr_streaming", &Method::POST) => streaming::xhr_streaming(service, &session, &parts),
+        ("eventsource", &Method::GET) => streaming::eventsource(service, &session, &parts),
+        ("htmlfile", &Method::GET) => streaming::htmlfile(service, &session, &parts),
+        ("jsonp", &Method::GET) => polling::jsonp_poll(service, &session, &parts).await,
+        ("jsonp_send", &Method::POST) => send::jsonp_send(service, &session, &parts, body).await,
         (name, _) if post_only(name) => method_not_allowed("OPTIONS, POST"),
         ("eventsource" | "htmlfile" | "jsonp", _) => method_not_allowed("GET"),
         ("jsonp_send", _) => method_not_allowed("POST"),

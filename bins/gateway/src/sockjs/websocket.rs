@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::framing::sockjs_close;
 use super::{Application, Connection, Service, framing, method_not_allowed};
 use crate::outlet::{self, End, Inlet, ToClient};
 use crate::queue;
@@ -142,7 +143,7 @@ async fn pump_raw(socket: WebSocket, client_tx: queue::Sender<Vec<u8>>, mut inle
 /// `/{server}/{session}/websocket`: SockJS framing over a socket (one session per socket).
 pub(super) async fn sockjs<A: Application>(service: Arc<Service<A>>, request: Request) -> Response {
     // SockJS wraps each message in a JSON string: allow for its escaping.
-    let max = super::http::payload_limit(&service.options);
+    let max = super::send::payload_limit(&service.options);
     match upgrade(&service, request, &[], max).await {
         Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
             let heartbeat = service.options.heartbeat;
@@ -250,13 +251,4 @@ async fn send_close(sink: &mut futures_util::stream::SplitSink<WebSocket, Messag
         .await
     })
     .await;
-}
-
-/// The SockJS close frame for an end: 1001 when the server goes away, else SockJS's 3000.
-pub(super) fn sockjs_close(end: End) -> (u16, &'static str) {
-    if end.is_shutdown() {
-        end.close_code()
-    } else {
-        (3000, "Go away!")
-    }
 }

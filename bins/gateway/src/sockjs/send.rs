@@ -1,0 +1,139 @@
+//! The sending transports: `xhr_send` (a JSON array of messages; 204) and `jsonp_send`
+//! (the same array, raw or form-encoded as `d=...`; `ok`). A payload is bounded in bytes
+//! before it is read, and its messages reach the session's application in order.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::session::{HttpSession, body_response, existing, finish};
+use super::{Application, Refusal, Service, framing};
+
+/// JSON escaping's worst case (`\u0000` for one byte).
+const ESCAPING: usize = 6;
+
+/// The largest SockJS payload carrying legal messages: JSON escaping can make it up to six
+/// times its messages (`\u0000`).
+pub(super) fn payload_limit(options: &super::Options) -> usize {
+    options
+        .max_message_bytes
+        .saturating_mul(ESCAPING)
+        .saturating_add(1024)
+}
+
+/// Reads a sending request's body, within [`payload_limit`].
+async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Refusal> {
+    axum::body::to_bytes(body, payload_limit(&service.options))
+        .await
+        .map_err(|_| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."))
+}
+
+/// Hands a client payload's messages to the session's application, in order.
+async fn forward(session: &HttpSession, payload: &[u8]) -> Result<(), Refusal> {
+    let messages = framing::parse_payload(payload)
+        .map_err(|err| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, err.reason()))?;
+    let Some(to_app) = session.sender() else {
+        return Err(Refusal::NOT_FOUND);
+    };
+    for message in messages {
+        if to_app.send(message.into_bytes()).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A sending request: the body's messages (as `payload` decodes them) go to the session's
+/// application; `ok` is the answer, the request's CORS and cookie headers added.
+async fn receive<A: Application>(
+    service: Arc<Service<A>>,
+    id: &str,
+    request: &Parts,
+    body: Body,
+    payload: fn(&HeaderMap, Bytes) -> Vec<u8>,
+    ok: fn() -> Response,
+) -> Response {
+    let result = async {
+        let session = existing(&service, id)?;
+        let body = read_payload(&service, body).await?;
+        forward(&session, &payload(&request.headers, body)).await
+    }
+    .await;
+    let response = match result {
+        Ok(()) => ok(),
+        Err(refused) => refused.into_response(),
+    };
+    finish(&service, &request.headers, response)
+}
+
+/// `xhr_send`: client → server messages as a JSON array; 204.
+pub(super) async fn xhr_send<A: Application>(
+    service: Arc<Service<A>>,
+    id: &str,
+    request: &Parts,
+    body: Body,
+) -> Response {
+    receive(
+        service,
+        id,
+        request,
+        body,
+        |_, body| body.to_vec(),
+        || {
+            (
+                StatusCode::NO_CONTENT,
+                [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+            )
+                .into_response()
+        },
+    )
+    .await
+}
+
+/// `jsonp_send`: client → server messages, form-encoded (`d=...`) or raw; `ok`.
+pub(super) async fn jsonp_send<A: Application>(
+    service: Arc<Service<A>>,
+    id: &str,
+    request: &Parts,
+    body: Body,
+) -> Response {
+    receive(
+        service,
+        id,
+        request,
+        body,
+        |headers, body| {
+            let form = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+                v.as_bytes()
+                    .starts_with(b"application/x-www-form-urlencoded")
+            });
+            if !form {
+                return body.to_vec();
+            }
+            form_urlencoded::parse(&body)
+                .find(|(key, _)| key == "d")
+                .map(|(_, value)| value.into_owned().into_bytes())
+                .unwrap_or_default()
+        },
+        || body_response("text/plain; charset=UTF-8", Body::from("ok")),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn form_values_are_percent_decoded() {
+        let d = |body: &[u8]| {
+            form_urlencoded::parse(body)
+                .find(|(key, _)| key == "d")
+                .map(|(_, value)| value.into_owned())
+        };
+        assert_eq!(d(b"p=p&d=%5B%22a+b%22%5D").as_deref(), Some("[\"a b\"]"));
+        assert_eq!(d(b"d=100%").as_deref(), Some("100%"));
+        assert_eq!(d(b"d=%zz").as_deref(), Some("%zz"));
+    }
+}
