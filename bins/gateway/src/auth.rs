@@ -31,6 +31,15 @@ pub enum AuthError {
     Unavailable,
 }
 
+/// Who the credentials belong to, and until when they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// When the credentials expire (a JWT's `exp`, Unix seconds); `None` for tickets, which
+    /// are spent once the session is open.
+    pub expires_at: Option<u64>,
+}
+
 /// HS256 keys by `kid`; secrets never printed.
 #[derive(Clone, Default)]
 pub struct JwtKeys {
@@ -71,8 +80,8 @@ impl JwtKeys {
         self.keys.is_empty()
     }
 
-    /// Verifies an HS256 token and returns its `sub`.
-    pub fn verify(&self, token: &str, now_secs: u64) -> Result<String, AuthError> {
+    /// Verifies an HS256 token and returns its `sub` and `exp`.
+    pub fn verify(&self, token: &str, now_secs: u64) -> Result<(String, u64), AuthError> {
         #[derive(Deserialize)]
         struct Header {
             alg: String,
@@ -110,17 +119,18 @@ impl JwtKeys {
             .map_err(|_| AuthError::InvalidJwt("bad signature"))?;
         let claims: Claims = serde_json::from_slice(&decode(payload)?)
             .map_err(|_| AuthError::InvalidJwt("malformed claims"))?;
-        match claims.exp {
+        let exp = match claims.exp {
             None => return Err(AuthError::InvalidJwt("no exp claim")),
             Some(exp) if exp <= now_secs => return Err(AuthError::Expired),
-            Some(_) => {}
-        }
+            Some(exp) => exp,
+        };
         if claims.nbf.is_some_and(|nbf| nbf > now_secs) {
             return Err(AuthError::InvalidJwt("not valid yet"));
         }
         claims
             .sub
             .filter(|s| !s.trim().is_empty())
+            .map(|sub| (sub, exp))
             .ok_or(AuthError::InvalidJwt("no sub claim"))
     }
 }
@@ -148,7 +158,7 @@ impl Authenticator {
     }
 
     /// The user the credentials belong to.
-    pub async fn authenticate(&self, credentials: &Credentials) -> Result<String, AuthError> {
+    pub async fn authenticate(&self, credentials: &Credentials) -> Result<Identity, AuthError> {
         match credentials {
             Credentials::Ticket(ticket) => {
                 let key = format!("{}{ticket}", self.ticket_prefix);
@@ -162,6 +172,10 @@ impl Authenticator {
                         AuthError::Unavailable
                     })?;
                 user.filter(|u| !u.is_empty())
+                    .map(|user| Identity {
+                        user,
+                        expires_at: None,
+                    })
                     .ok_or(AuthError::InvalidTicket)
             }
             Credentials::Bearer(token) => {
@@ -169,7 +183,11 @@ impl Authenticator {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                self.keys.verify(token, now)
+                let (user, exp) = self.keys.verify(token, now)?;
+                Ok(Identity {
+                    user,
+                    expires_at: Some(exp),
+                })
             }
         }
     }
@@ -211,7 +229,10 @@ mod tests {
             Some("key-default"),
             &json!({"sub": "user-1", "exp": NOW + 60}),
         );
-        assert_eq!(keys().verify(&token, NOW), Ok("user-1".to_owned()));
+        assert_eq!(
+            keys().verify(&token, NOW),
+            Ok(("user-1".to_owned(), NOW + 60))
+        );
         let no_kid = sign_hs256(
             SECRET.as_bytes(),
             None,
@@ -219,7 +240,7 @@ mod tests {
         );
         assert_eq!(
             keys().verify(&no_kid, NOW),
-            Ok("user-1".to_owned()),
+            Ok(("user-1".to_owned(), NOW + 60)),
             "default kid"
         );
     }

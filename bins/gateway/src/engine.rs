@@ -12,12 +12,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::{Instant, sleep_until};
 
-use crate::AppState;
 use crate::hub::Inbox;
 pub use crate::outlet::{End, ToClient};
 use crate::outlet::{Outlet, SendError};
 use crate::queue;
 use crate::session::{Action, Session};
+use crate::state::AppState;
 use crate::stomp::{Command, Decoder, Frame, Item, encode};
 
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
@@ -136,7 +136,7 @@ pub async fn run(
                     // Boxed: the idle session's future should not be sized for the
                     // authentication (a Redis round trip) it ran once.
                     let more = match Box::pin(app.auth.authenticate(&credentials)).await {
-                        Ok(user) => session.authenticated(user),
+                        Ok(identity) => session.authenticated(identity.user),
                         Err(err) => session.rejected(&err.to_string()),
                     };
                     actions.extend(more);
@@ -194,7 +194,7 @@ mod tests {
     use crate::metrics::GatewayMetrics;
     use crate::outlet::{self, Inlet};
     use crate::session::SessionConfig;
-    use crate::{Limits, Origins};
+    use crate::state::{Limits, Origins};
 
     fn state() -> AppState {
         let metrics = GatewayMetrics::new();
