@@ -2,12 +2,19 @@
 //!
 //! [`Decoder::decode`] takes bytes as they arrive and returns `Ok(None)` until a whole frame
 //! (or a heart-beat EOL) is buffered. A protocol violation is a [`StompError`] that closes
-//! only that session. Size limits are enforced while decoding, before memory is spent: a
-//! frame may not exceed `max_frame_bytes`, nor carry more than `max_headers` headers.
+//! only that session. Size limits are enforced while decoding, before the frame is complete:
+//! a frame may not exceed `max_frame_bytes`, nor carry more than `max_headers` headers.
+//!
+//! The decoder is per-connection state: it remembers how far it has scanned the frame at
+//! the front of the buffer and keeps that frame's parsed headers, so a frame that arrives
+//! one byte per read costs time linear in its size. Every number taken from the client is
+//! compared with the limit by checked arithmetic, never added unchecked.
 //!
 //! Escaping (STOMP 1.1/1.2): `\n`, `\c`, `\\` (and `\r` in 1.2) in header names and values,
 //! except in CONNECT, STOMP and CONNECTED frames; 1.0 has no escaping. `content-length`
 //! bodies may contain NUL bytes.
+
+use std::num::IntErrorKind;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -42,12 +49,61 @@ pub enum StompError {
     NotUtf8,
 }
 
-/// Incremental decoder state and limits.
+/// Incremental decoder: the limits, the session's version, and how far it got with the
+/// frame at the front of the buffer. One per connection.
 #[derive(Debug, Clone)]
 pub struct Decoder {
+    /// Set between frames: it applies to frames whose headers are decoded afterwards.
     pub version: Version,
     pub max_frame_bytes: usize,
     pub max_headers: usize,
+    progress: Progress,
+    /// Bytes examined so far, so tests can assert that decoding is linear.
+    #[cfg(test)]
+    scanned: usize,
+}
+
+/// How far the decoder got with the frame at the front of the buffer.
+#[derive(Debug, Clone)]
+enum Progress {
+    /// Looking for the empty line that ends the headers; none starts before `from`.
+    Head { from: usize },
+    /// Headers parsed (never parsed again), waiting for the end of the body.
+    Body { head: Head, end: BodyEnd },
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::Head { from: 0 }
+    }
+}
+
+impl Progress {
+    /// The buffer length this progress assumes.
+    fn buffered(&self) -> usize {
+        match self {
+            Progress::Head { from } => *from,
+            Progress::Body { head, end } => match end {
+                BodyEnd::Nul(_) => head.body_start,
+                BodyEnd::Search { from } => *from,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Head {
+    command: Command,
+    headers: Vec<(String, String)>,
+    body_start: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BodyEnd {
+    /// `content-length` put the NUL at this index, below the frame limit.
+    Nul(usize),
+    /// The body ends at the first NUL at or after `from`.
+    Search { from: usize },
 }
 
 impl Decoder {
@@ -56,34 +112,111 @@ impl Decoder {
             version: Version::V1_2,
             max_frame_bytes,
             max_headers,
+            progress: Progress::default(),
+            #[cfg(test)]
+            scanned: 0,
         }
     }
 
     /// Decodes the next item from `buf`, consuming its bytes; `Ok(None)`: need more bytes.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Item>, StompError> {
-        // Heart-beats: EOLs before a command.
-        if buf.first() == Some(&b'\n') {
-            buf.advance(1);
-            return Ok(Some(Item::Heartbeat));
+    /// After `Ok(None)` the caller may only append to `buf` before calling again; an item
+    /// or an error starts the decoder afresh.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, StompError> {
+        let mut progress = std::mem::take(&mut self.progress);
+        if progress.buffered() > buf.len() {
+            // Not the buffer this progress was made on: start over rather than misread it.
+            progress = Progress::default();
         }
-        if buf.starts_with(b"\r\n") {
-            buf.advance(2);
-            return Ok(Some(Item::Heartbeat));
-        }
-        if buf.as_ref() == b"\r" {
-            return Ok(None);
-        }
-        // Find the end of the headers: an empty line.
-        let Some((head_end, body_start)) = find_head_end(buf) else {
-            if buf.len() > self.max_frame_bytes {
-                return Err(StompError::TooLarge(self.max_frame_bytes));
+        let (head, end) = match progress {
+            Progress::Body { head, end } => (head, end),
+            Progress::Head { from } => {
+                if from == 0 {
+                    if let Some(heartbeat) = take_heartbeat(buf) {
+                        return Ok(heartbeat);
+                    }
+                }
+                match self.find_head_end(buf, from) {
+                    Ok((head_end, body_start)) => self.parse_head(&buf[..head_end], body_start)?,
+                    Err(from) => {
+                        if buf.len() > self.max_frame_bytes {
+                            return Err(StompError::TooLarge(self.max_frame_bytes));
+                        }
+                        self.progress = Progress::Head { from };
+                        return Ok(None);
+                    }
+                }
             }
-            return Ok(None);
         };
-        if head_end > self.max_frame_bytes {
+        let body_end = match end {
+            BodyEnd::Nul(nul) => match buf.get(nul) {
+                None => {
+                    self.progress = Progress::Body { head, end };
+                    return Ok(None);
+                }
+                Some(0) => nul,
+                Some(_) => return Err(StompError::MissingNul),
+            },
+            BodyEnd::Search { from } => match buf[from..].iter().position(|b| *b == 0) {
+                Some(pos) => {
+                    self.examined(pos + 1);
+                    from + pos
+                }
+                None => {
+                    self.examined(buf.len() - from);
+                    // The NUL is still to come, so the frame is longer than the buffer.
+                    if buf.len() >= self.max_frame_bytes {
+                        return Err(StompError::TooLarge(self.max_frame_bytes));
+                    }
+                    let end = BodyEnd::Search { from: buf.len() };
+                    self.progress = Progress::Body { head, end };
+                    return Ok(None);
+                }
+            },
+        };
+        // `body_end` indexes the buffer, so adding one cannot overflow.
+        if body_end >= self.max_frame_bytes {
             return Err(StompError::TooLarge(self.max_frame_bytes));
         }
-        let head = &buf[..head_end];
+        let mut frame_bytes = buf.split_to(body_end + 1);
+        frame_bytes.truncate(body_end);
+        let body: Bytes = frame_bytes.split_off(head.body_start).freeze();
+        Ok(Some(Item::Frame(Frame {
+            command: head.command,
+            headers: head.headers,
+            body,
+        })))
+    }
+
+    /// Where the command+headers block ends and where the body starts, or `Err` with the
+    /// position to resume the search from once more bytes are buffered.
+    fn find_head_end(&mut self, buf: &[u8], from: usize) -> Result<(usize, usize), usize> {
+        let mut i = from;
+        while let Some(pos) = buf[i..].iter().position(|b| *b == b'\n') {
+            self.examined(pos + 1);
+            let nl = i + pos;
+            match (buf.get(nl + 1), buf.get(nl + 2)) {
+                (Some(b'\n'), _) => return Ok((strip_cr_end(buf, nl), nl + 2)),
+                (Some(b'\r'), Some(b'\n')) => return Ok((strip_cr_end(buf, nl), nl + 3)),
+                // Whether this EOL ends the headers depends on bytes still to come.
+                (None, _) | (Some(b'\r'), None) => return Err(nl),
+                _ => i = nl + 1,
+            }
+        }
+        self.examined(buf.len() - i);
+        Err(buf.len())
+    }
+
+    /// Parses the command line and headers in `head` (without its final EOL), and decides
+    /// where the body ends.
+    fn parse_head(
+        &mut self,
+        head: &[u8],
+        body_start: usize,
+    ) -> Result<(Head, BodyEnd), StompError> {
+        self.examined(head.len());
+        if head.len() > self.max_frame_bytes {
+            return Err(StompError::TooLarge(self.max_frame_bytes));
+        }
         let mut lines = head.split(|b| *b == b'\n').map(strip_cr);
         let command_line = lines.next().unwrap_or_default();
         let command = Command::parse(command_line).ok_or_else(|| {
@@ -109,66 +242,55 @@ impl Decoder {
             };
             headers.push((name, value));
         }
-        let content_length = match headers.iter().find(|(n, _)| n == "content-length") {
-            Some((_, v)) => Some(
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| StompError::InvalidContentLength(v.clone()))?,
-            ),
-            None => None,
+        let end = match headers.iter().find(|(n, _)| n == "content-length") {
+            Some((_, value)) => BodyEnd::Nul(self.nul_after(body_start, value)?),
+            None => BodyEnd::Search { from: body_start },
         };
-        let body_end = match content_length {
-            Some(len) => {
-                if body_start + len + 1 > self.max_frame_bytes {
-                    return Err(StompError::TooLarge(self.max_frame_bytes));
-                }
-                if buf.len() < body_start + len + 1 {
-                    return Ok(None);
-                }
-                if buf[body_start + len] != 0 {
-                    return Err(StompError::MissingNul);
-                }
-                body_start + len
-            }
-            None => match buf[body_start..].iter().position(|b| *b == 0) {
-                Some(pos) => body_start + pos,
-                None => {
-                    if buf.len() + 1 > self.max_frame_bytes {
-                        return Err(StompError::TooLarge(self.max_frame_bytes));
-                    }
-                    return Ok(None);
-                }
-            },
-        };
-        if body_end + 1 > self.max_frame_bytes {
-            return Err(StompError::TooLarge(self.max_frame_bytes));
-        }
-        let mut frame_bytes = buf.split_to(body_end + 1);
-        frame_bytes.truncate(body_end);
-        let body: Bytes = frame_bytes.split_off(body_start).freeze();
-        Ok(Some(Item::Frame(Frame {
+        let head = Head {
             command,
             headers,
-            body,
-        })))
+            body_start,
+        };
+        Ok((head, end))
+    }
+
+    /// The index of the NUL after a body of `content-length` `value` that starts at
+    /// `body_start`, if the frame fits the limit. The value is the client's: it may be any
+    /// number, so it is only ever added with a check.
+    fn nul_after(&self, body_start: usize, value: &str) -> Result<usize, StompError> {
+        let too_large = StompError::TooLarge(self.max_frame_bytes);
+        let len = value.trim().parse::<usize>().map_err(|e| match e.kind() {
+            IntErrorKind::PosOverflow => too_large.clone(),
+            _ => StompError::InvalidContentLength(value.to_owned()),
+        })?;
+        body_start
+            .checked_add(len)
+            .filter(|nul| *nul < self.max_frame_bytes)
+            .ok_or(too_large)
+    }
+
+    fn examined(&mut self, bytes: usize) {
+        #[cfg(test)]
+        {
+            self.scanned += bytes;
+        }
+        #[cfg(not(test))]
+        let _ = bytes;
     }
 }
 
-/// Position of the byte after the command+headers block and where the body starts.
-fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while let Some(pos) = buf[i..].iter().position(|b| *b == b'\n') {
-        let nl = i + pos;
-        let next = nl + 1;
-        if buf.get(next) == Some(&b'\n') {
-            return Some((strip_cr_end(buf, nl), next + 1));
-        }
-        if buf.get(next) == Some(&b'\r') && buf.get(next + 1) == Some(&b'\n') {
-            return Some((strip_cr_end(buf, nl), next + 2));
-        }
-        i = next;
+/// Consumes a heart-beat EOL at the front of `buf`: `Some(None)` when `buf` holds just a CR
+/// that may become one.
+fn take_heartbeat(buf: &mut BytesMut) -> Option<Option<Item>> {
+    if buf.first() == Some(&b'\n') {
+        buf.advance(1);
+        return Some(Some(Item::Heartbeat));
     }
-    None
+    if buf.starts_with(b"\r\n") {
+        buf.advance(2);
+        return Some(Some(Item::Heartbeat));
+    }
+    (buf.as_ref() == b"\r").then_some(None)
 }
 
 fn strip_cr_end(buf: &[u8], nl: usize) -> usize {
@@ -280,7 +402,9 @@ mod tests {
         Decoder::new(64 * 1024, 100)
     }
 
+    /// Decodes `bytes` with a fresh copy of `d`, all of them.
     fn decode_all(d: &Decoder, bytes: &[u8]) -> Result<Vec<Item>, StompError> {
+        let mut d = d.clone();
         let mut buf = BytesMut::from(bytes);
         let mut items = Vec::new();
         while let Some(item) = d.decode(&mut buf)? {
@@ -294,7 +418,7 @@ mod tests {
 
     #[test]
     fn decodes_a_frame_at_every_split_point() {
-        let d = decoder();
+        let mut d = decoder();
         let expected = Item::Frame(
             Frame::new(Command::Subscribe)
                 .header("id", "sub-0")
@@ -320,7 +444,7 @@ mod tests {
 
     #[test]
     fn content_length_bodies_may_hold_nul_and_split_anywhere() {
-        let d = decoder();
+        let mut d = decoder();
         let frame = b"SEND\ndestination:/app/x\ncontent-length:5\n\na\0b\0c\0";
         for split in 0..frame.len() {
             let mut buf = BytesMut::from(&frame[..split]);
@@ -423,7 +547,7 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_before_the_frame_is_complete() {
-        let d = Decoder::new(100, 3);
+        let mut d = Decoder::new(100, 3);
         let mut buf = BytesMut::from(&b"SEND\ndestination:/x\n\n"[..]);
         buf.extend_from_slice(&[b'a'; 200]);
         assert_eq!(
@@ -443,6 +567,74 @@ mod tests {
             decode_all(&d, b"SEND\na:1\nb:2\nc:3\nd:4\n\n\0"),
             Err(StompError::TooManyHeaders(3))
         );
+    }
+
+    #[test]
+    fn content_length_near_usize_max_is_too_large_not_an_overflow() {
+        let limit = 64 * 1024;
+        // Before any header is checked: this must fail before authentication.
+        let mut d = decoder();
+        let mut buf =
+            BytesMut::from(&b"CONNECT\nx:\0\ncontent-length:18446744073709551577\n\n"[..]);
+        assert_eq!(d.decode(&mut buf), Err(StompError::TooLarge(limit)));
+        for k in 0..=64 {
+            let len = usize::MAX - k;
+            for body in [&b""[..], b"\0", b"abc\0", &[0; 100]] {
+                let mut d = decoder();
+                let mut buf = BytesMut::from(format!("SEND\ncontent-length:{len}\n\n").as_bytes());
+                buf.extend_from_slice(body);
+                assert_eq!(
+                    d.decode(&mut buf),
+                    Err(StompError::TooLarge(limit)),
+                    "content-length {len} with {} body bytes",
+                    body.len()
+                );
+            }
+        }
+    }
+
+    /// Feeds `frame` one byte per `decode` call and returns what the decoder scanned.
+    fn bytes_scanned_feeding_one_byte_at_a_time(frame: &[u8]) -> usize {
+        let mut d = decoder();
+        let mut buf = BytesMut::new();
+        let (last, most) = frame.split_last().expect("a frame");
+        for byte in most {
+            buf.extend_from_slice(&[*byte]);
+            assert_eq!(d.decode(&mut buf), Ok(None));
+        }
+        buf.extend_from_slice(&[*last]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Item::Frame(_)))));
+        assert!(buf.is_empty());
+        d.scanned
+    }
+
+    #[test]
+    fn a_frame_trickled_in_byte_by_byte_is_scanned_in_linear_time() {
+        let size = 64 * 1024 - 100;
+        let mut nul_terminated = b"SEND\ndestination:/q\n\n".to_vec();
+        nul_terminated.resize(size, b'a');
+        nul_terminated.push(0);
+        let mut long_headers = b"SEND\n".to_vec();
+        for i in 0..90 {
+            long_headers.extend_from_slice(format!("h{i}:{}\r\n", "v".repeat(700)).as_bytes());
+        }
+        long_headers.extend_from_slice(b"\r\n\0");
+        let mut with_length = format!("SEND\ncontent-length:{size}\n\n").into_bytes();
+        with_length.resize(with_length.len() + size, 0);
+        with_length.push(0);
+        let quadratic: Vec<String> = [
+            ("NUL-terminated body", nul_terminated),
+            ("long headers", long_headers),
+            ("content-length body", with_length),
+        ]
+        .into_iter()
+        .filter_map(|(name, frame)| {
+            let scanned = bytes_scanned_feeding_one_byte_at_a_time(&frame);
+            (scanned > 4 * frame.len())
+                .then(|| format!("{name}: {scanned} bytes scanned for {}", frame.len()))
+        })
+        .collect();
+        assert!(quadratic.is_empty(), "{quadratic:#?}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Properties of the codec on arbitrary bytes, shared by the fuzz target (`fuzz/`) and a
-//! seeded unit test: decoding never panics; the same bytes give the same frames however
-//! they are split across reads; nothing is buffered past the frame limit; every decoded
-//! frame encodes back to bytes that decode to the same frame.
+//! seeded unit test: decoding never panics, also when a header holds a number near or past
+//! `usize::MAX`; the same bytes give the same items whether fed whole, split in two or one
+//! byte per read; a pending frame never holds more than the frame limit; a body is as long
+//! as its `content-length` says; every decoded frame that `encode` can carry encodes back to
+//! bytes that decode to the same frame.
 
 use bytes::BytesMut;
 
@@ -17,8 +19,10 @@ struct Decoded {
     error: Option<StompError>,
 }
 
-/// Feeds `chunks` one after another, decoding all it can after each.
+/// Feeds `chunks` one after another to a fresh copy of `decoder`, decoding all it can after
+/// each.
 fn decode_chunks(decoder: &Decoder, chunks: &[&[u8]]) -> Decoded {
+    let mut decoder = decoder.clone();
     let mut buf = BytesMut::new();
     let mut items = Vec::new();
     for chunk in chunks {
@@ -28,7 +32,7 @@ fn decode_chunks(decoder: &Decoder, chunks: &[&[u8]]) -> Decoded {
                 Ok(Some(item)) => items.push(item),
                 Ok(None) => {
                     assert!(
-                        buf.len() <= decoder.max_frame_bytes + 2,
+                        buf.len() <= decoder.max_frame_bytes,
                         "{} bytes buffered past the {} byte limit",
                         buf.len(),
                         decoder.max_frame_bytes
@@ -69,7 +73,55 @@ fn without_content_length(frame: &Frame) -> Frame {
     frame
 }
 
-/// Checks every property on `data`: its first byte picks the version and a split point.
+/// Numbers a client can write where the decoder or the session expects a small one: near,
+/// at and past `usize::MAX` (= `u64::MAX` on 64-bit targets) and `u32::MAX`, signed, padded
+/// with spaces or zeros, empty.
+const HUGE_NUMBERS: &[&str] = &[
+    "18446744073709551615",
+    "18446744073709551577",
+    "18446744073709551614",
+    "18446744073709551616",
+    "+18446744073709551615",
+    " 18446744073709551615 ",
+    "000000000000000000000018446744073709551600",
+    "99999999999999999999999999999999999999",
+    "9223372036854775807",
+    "4294967295",
+    "4294967296",
+    "-1",
+    "-18446744073709551615",
+    "+0",
+    "00000000000000000000",
+    "+",
+    "",
+];
+
+/// `input` with `content-length` and `heart-beat` headers holding numbers from
+/// [`HUGE_NUMBERS`] (chosen by `pick`) inserted after its first line: random bytes seldom
+/// spell a twenty-digit number, and these are the ones that overflow length arithmetic.
+fn with_huge_numbers(input: &[u8], pick: usize) -> Vec<u8> {
+    let number = |offset: usize| HUGE_NUMBERS[(pick + offset) % HUGE_NUMBERS.len()];
+    let at = input
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(input.len(), |nl| nl + 1);
+    let mut out = input[..at].to_vec();
+    if at == input.len() && !out.ends_with(b"\n") {
+        out.extend_from_slice(b"SEND\n");
+    }
+    let headers = format!(
+        "content-length:{}\nheart-beat:{},{}\n",
+        number(0),
+        number(1),
+        number(2)
+    );
+    out.extend_from_slice(headers.as_bytes());
+    out.extend_from_slice(&input[at..]);
+    out
+}
+
+/// Checks every property on `data`: its first byte picks the version, a split point and the
+/// huge numbers tried in a copy of the rest.
 pub fn check(data: &[u8]) {
     let Some((&control, input)) = data.split_first() else {
         return;
@@ -77,18 +129,30 @@ pub fn check(data: &[u8]) {
     let version = [Version::V1_0, Version::V1_1, Version::V1_2][usize::from(control % 3)];
     let mut decoder = Decoder::new(MAX_FRAME, MAX_HEADERS);
     decoder.version = version;
+    check_input(&decoder, input, usize::from(control) * 7);
+    let injected = with_huge_numbers(input, usize::from(control / 3));
+    check_input(&decoder, &injected, usize::from(control) * 7);
+}
 
-    let whole = decode_chunks(&decoder, &[input]);
-    let split = (usize::from(control) * 7) % (input.len() + 1);
+/// Checks every property on `input` for `decoder`, splitting it at `split` (modulo its length).
+fn check_input(decoder: &Decoder, input: &[u8], split: usize) {
+    let whole = decode_chunks(decoder, &[input]);
+    let split = split % (input.len() + 1);
     let (a, b) = input.split_at(split);
-    assert_eq!(whole, decode_chunks(&decoder, &[a, b]), "split at {split}");
-    if input.len() <= 64 {
-        let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(whole, decode_chunks(&decoder, &bytes), "byte by byte");
-    }
+    assert_eq!(whole, decode_chunks(decoder, &[a, b]), "split at {split}");
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(whole, decode_chunks(decoder, &bytes), "byte by byte");
 
+    let version = decoder.version;
     for item in &whole.items {
         let Item::Frame(frame) = item else { continue };
+        if let Some(length) = frame.get("content-length") {
+            assert_eq!(
+                length.trim().parse::<usize>(),
+                Ok(frame.body.len()),
+                "body of a frame with content-length {length:?}"
+            );
+        }
         if !encodable(frame, version) {
             continue;
         }
@@ -119,7 +183,8 @@ pub fn check(data: &[u8]) {
 mod tests {
     use super::check;
 
-    /// Seeds: real frames, each variant of escaping, content-length with NULs, limits.
+    /// Seeds: real frames, each variant of escaping, content-length with NULs, limits, numbers
+    /// past every limit (and [`check`] adds [`super::HUGE_NUMBERS`] to each of them).
     const SEEDS: &[&[u8]] = &[
         b"\x02CONNECT\naccept-version:1.2\nhost:x\nheart-beat:10000,10000\n\n\0",
         b"\x02SUBSCRIBE\nid:sub-0\ndestination:/user/queue/notifications\n\n\0\n\n",
@@ -132,6 +197,9 @@ mod tests {
         b"\x02BOGUS\n\n\0",
         b"\x02SEND\nno colon\n\n\0",
         b"\x02SEND\na:1\nb:2\nc:3\nd:4\ne:5\nf:6\ng:7\nh:8\ni:9\n\n\0",
+        b"\x02CONNECT\nx:\0\ncontent-length:18446744073709551577\n\n",
+        b"\x01SEND\ncontent-length:+0018446744073709551615 \n\nab\0",
+        b"\x02CONNECT\naccept-version:1.2\nheart-beat:18446744073709551615,1\n\n\0",
     ];
 
     /// A small deterministic generator (xorshift), so failures reproduce.
@@ -142,7 +210,7 @@ mod tests {
             *state ^= *state << 17;
             *state
         };
-        let alphabet = b"\n\r\0:\\cnrSENDCONNECT-lengthx0123456789";
+        let alphabet = b"\n\r\0:\\cnrSENDCONNECT-lengthx0123456789+- ";
         (0..rounds)
             .map(|_| {
                 let mut data = seed.to_vec();
