@@ -1,6 +1,7 @@
 //! Shared library of the notification pipeline: what both `ingest` and `gateway` need.
 //!
 //! Crate map:
+//! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` router of both binaries' admin listener.
 //! - [`backoff`]: capped exponential backoff with jitter, for waiting out a lost dependency.
 //! - [`event`]: the 14 Kafka topics, their payloads and tolerant wire decoding.
 //! - [`number`]: exact decimal parsing and the Korean `price` format.
@@ -12,6 +13,7 @@
 //! - [`telemetry`]: tracing subscriber set-up.
 //! - [`shutdown`]: SIGTERM/SIGINT → cancellation token.
 
+pub mod admin;
 pub mod backoff;
 pub mod channel;
 pub mod config;
