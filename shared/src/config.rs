@@ -55,8 +55,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Redis connection (`REDIS_URL`, or `REDIS_HOST` + `REDIS_PORT` as in the seed).
-#[derive(Debug, Clone, Args)]
+/// Redis connection (`REDIS_URL`, or `REDIS_HOST` + `REDIS_PORT` as in the seed). `Debug`
+/// redacts the URL's password.
+#[derive(Clone, Args)]
 pub struct RedisArgs {
     /// Full Redis URL; overrides REDIS_HOST/REDIS_PORT.
     #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL")]
@@ -70,6 +71,17 @@ pub struct RedisArgs {
     /// Channel prefix; a user's channel is PREFIX + userId.
     #[arg(long = "redis-channel-prefix", env = "REDIS_CHANNEL_PREFIX", default_value = crate::channel::DEFAULT_PREFIX)]
     pub channel_prefix: String,
+}
+
+impl fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("channel_prefix", &self.channel_prefix)
+            .finish()
+    }
 }
 
 impl RedisArgs {
@@ -143,6 +155,8 @@ mod tests {
         database: DatabaseArgs,
         #[command(flatten)]
         topics: TopicArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
     }
 
     #[test]
@@ -155,6 +169,17 @@ mod tests {
             redact_url("mysql://root@127.0.0.1/x"),
             "mysql://root@127.0.0.1/x"
         );
+    }
+
+    #[test]
+    fn redis_url_password_is_redacted_in_debug() {
+        let cli = Cli::parse_from(["x", "--redis-url", "redis://app:r3dis-pw@cache:6379/0"]);
+        let debug = format!("{:?}", cli.redis);
+        assert!(!debug.contains("r3dis-pw"), "{debug}");
+        assert!(debug.contains("redis://app:***@cache:6379/0"), "{debug}");
+        let cli = Cli::parse_from(["x", "--redis-url", "rediss://:r3dis-pw@cache/"]);
+        let debug = format!("{:?}", cli.redis);
+        assert!(!debug.contains("r3dis-pw"), "password only: {debug}");
     }
 
     #[test]

@@ -1,15 +1,26 @@
-//! The gateway's configuration: clap arguments, each also read from its environment variable.
+//! The gateway's configuration: clap arguments, each also read from its environment variable,
+//! except the JWT secrets, which come from the environment only.
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use clap::Args;
 use shared::config::RedisArgs;
 
-use crate::auth;
+use crate::auth::{self, JwtKeys, JwtRules, JwtVerifier};
 use crate::hub::SubscribeMode;
 
-/// Gateway configuration.
-#[derive(Debug, Clone, Args)]
+/// The environment variable that holds the JWT keys. Never a flag: `ps` shows flags.
+pub const JWT_KEYS_ENV: &str = "JWT_KEYS";
+
+/// Gateway configuration. `Debug` redacts the JWT secrets and the Redis password.
+#[derive(Clone, Args)]
+#[command(
+    after_help = "Secret, read from the environment only (there is no flag, which `ps` \
+would show): JWT_KEYS, HS256 keys as kid=secret pairs, comma separated (the first is used for \
+tokens without a kid; secrets of 32 bytes or more). Pass a Redis password in REDIS_URL through \
+the environment too, not --redis-url."
+)]
 pub struct GatewayConfig {
     /// Address of the public listener (WebSocket, SockJS, REST).
     #[arg(
@@ -27,14 +38,27 @@ pub struct GatewayConfig {
     pub subscribe_mode: SubscribeMode,
 
     /// HS256 keys as kid=secret pairs, comma separated (the first is used for tokens
-    /// without a kid). From the environment only in production.
-    #[arg(
-        long = "jwt-keys",
-        env = "JWT_KEYS",
-        default_value = "",
-        hide_default_value = true
-    )]
+    /// without a kid). A secret: read from [`JWT_KEYS_ENV`] when the command line is
+    /// parsed, never from a flag. Empty: only WebSocket tickets are accepted.
+    #[arg(skip = env_secret(JWT_KEYS_ENV))]
     pub jwt_keys: String,
+
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`, in seconds (at most 300).
+    #[arg(
+        long = "jwt-leeway-secs",
+        env = "JWT_LEEWAY_SECS",
+        default_value_t = auth::jwt::DEFAULT_LEEWAY_SECS,
+        value_parser = clap::value_parser!(u64).range(..=auth::jwt::MAX_LEEWAY_SECS)
+    )]
+    pub jwt_leeway_secs: u64,
+
+    /// When set, a JWT must carry this issuer (`iss`).
+    #[arg(long = "jwt-issuer", env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, a JWT must name this audience (`aud`); when not, `aud` is not checked.
+    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 
     /// Redis key prefix of WebSocket tickets.
     #[arg(long = "ws-ticket-prefix", env = "WS_TICKET_PREFIX", default_value = auth::TICKET_PREFIX)]
@@ -143,6 +167,9 @@ impl GatewayConfig {
             },
             subscribe_mode: SubscribeMode::PerUser,
             jwt_keys: String::new(),
+            jwt_leeway_secs: auth::jwt::DEFAULT_LEEWAY_SECS,
+            jwt_issuer: None,
+            jwt_audience: None,
             ticket_prefix: auth::TICKET_PREFIX.into(),
             insecure_no_auth: false,
             max_frame_bytes: 64 * 1024,
@@ -156,5 +183,143 @@ impl GatewayConfig {
             admin_addr: None,
             max_connections: 50_000,
         }
+    }
+
+    /// The JWT verifier these settings describe, validated.
+    pub fn jwt_verifier(&self) -> Result<JwtVerifier, String> {
+        let keys =
+            JwtKeys::parse(&self.jwt_keys).map_err(|err| format!("{JWT_KEYS_ENV}: {err}"))?;
+        let rules = JwtRules {
+            leeway_secs: self.jwt_leeway_secs,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        };
+        JwtVerifier::new(keys, &rules)
+    }
+}
+
+/// An environment variable's value, or empty when unset.
+fn env_secret(name: &str) -> String {
+    std::env::var_os(name)
+        .map(|value| value.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Every field, but the JWT secrets only by kid and the Redis URL without its password.
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let GatewayConfig {
+            listen_addr,
+            redis,
+            subscribe_mode,
+            jwt_keys,
+            jwt_leeway_secs,
+            jwt_issuer,
+            jwt_audience,
+            ticket_prefix,
+            insecure_no_auth,
+            max_frame_bytes,
+            session_queue,
+            send_buffer_bytes,
+            send_timeout_ms,
+            first_frame_timeout_ms,
+            allowed_origins,
+            sockjs_cookie_needed,
+            sockjs_client_url,
+            admin_addr,
+            max_connections,
+        } = self;
+        let jwt_keys: &dyn fmt::Debug = match JwtKeys::parse(jwt_keys) {
+            Ok(keys) => &format!("{keys:?}"),
+            Err(_) => &"<invalid, redacted>",
+        };
+        f.debug_struct("GatewayConfig")
+            .field("listen_addr", listen_addr)
+            .field("redis", redis)
+            .field("subscribe_mode", subscribe_mode)
+            .field("jwt_keys", jwt_keys)
+            .field("jwt_leeway_secs", jwt_leeway_secs)
+            .field("jwt_issuer", jwt_issuer)
+            .field("jwt_audience", jwt_audience)
+            .field("ticket_prefix", ticket_prefix)
+            .field("insecure_no_auth", insecure_no_auth)
+            .field("max_frame_bytes", max_frame_bytes)
+            .field("session_queue", session_queue)
+            .field("send_buffer_bytes", send_buffer_bytes)
+            .field("send_timeout_ms", send_timeout_ms)
+            .field("first_frame_timeout_ms", first_frame_timeout_ms)
+            .field("allowed_origins", allowed_origins)
+            .field("sockjs_cookie_needed", sockjs_cookie_needed)
+            .field("sockjs_client_url", sockjs_client_url)
+            .field("admin_addr", admin_addr)
+            .field("max_connections", max_connections)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const SECRET: &str = "a-config-test-secret-of-32-bytes-or-more";
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayConfig,
+    }
+
+    #[test]
+    fn jwt_keys_are_not_a_command_line_flag() {
+        let err =
+            Cli::try_parse_from(["gateway", "--jwt-keys", &format!("k={SECRET}")]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn jwt_rules_come_from_flags_and_are_bounded() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--jwt-leeway-secs",
+            "5",
+            "--jwt-issuer",
+            "https://auth.example",
+            "--jwt-audience",
+            "notifications",
+        ])
+        .unwrap();
+        assert_eq!(cli.gateway.jwt_leeway_secs, 5);
+        assert_eq!(
+            cli.gateway.jwt_issuer.as_deref(),
+            Some("https://auth.example")
+        );
+        assert_eq!(cli.gateway.jwt_audience.as_deref(), Some("notifications"));
+        assert!(Cli::try_parse_from(["gateway", "--jwt-leeway-secs", "301"]).is_err());
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), "redis://r/");
+        assert_eq!(config.jwt_leeway_secs, auth::jwt::DEFAULT_LEEWAY_SECS);
+        config.jwt_keys = "k=short".into();
+        assert!(config.jwt_verifier().unwrap_err().contains(JWT_KEYS_ENV));
+    }
+
+    #[test]
+    fn debug_never_shows_the_jwt_secrets_or_the_redis_password() {
+        let mut config = GatewayConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "redis://:redis-pass-s3cret@cache:6379/0",
+        );
+        config.jwt_keys = format!("key-1={SECRET},key-2={SECRET}x");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(!debug.contains("redis-pass-s3cret"), "{debug}");
+        assert!(
+            debug.contains("key-1") && debug.contains("cache:6379"),
+            "{debug}"
+        );
+        config.jwt_keys = format!("{SECRET}-without-kid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
     }
 }

@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, JwtKeys};
+use crate::auth::Authenticator;
 pub use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
@@ -63,12 +63,12 @@ impl Gateway {
         config: &GatewayConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Gateway> {
-        let keys = JwtKeys::parse(&config.jwt_keys).map_err(anyhow::Error::msg)?;
+        let jwt = config.jwt_verifier().map_err(anyhow::Error::msg)?;
         if config.insecure_no_auth {
             tracing::warn!(
                 "INSECURE: STOMP sessions are accepted without credentials (--insecure-no-auth)"
             );
-        } else if keys.is_empty() {
+        } else if jwt.is_empty() {
             tracing::info!("no JWT keys configured: only WebSocket tickets are accepted");
         }
         let redis_url = config.redis.url();
@@ -98,7 +98,7 @@ impl Gateway {
         };
         let state = AppState {
             hub,
-            auth: Authenticator::new(redis, keys, config.ticket_prefix.clone()),
+            auth: Authenticator::new(redis, jwt, config.ticket_prefix.clone()),
             limits: Limits {
                 session: SessionConfig {
                     insecure_no_auth: config.insecure_no_auth,
