@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::time::Zone;
 
 macro_rules! notification_types {
-    ($($name:ident => $default:literal,)*) => {
+    ($($name:ident,)*) => {
         /// The notification types of the original service, in its order (21 values).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
@@ -25,37 +25,32 @@ macro_rules! notification_types {
             pub const fn as_str(self) -> &'static str {
                 match self { $(NotificationType::$name => stringify!($name),)* }
             }
-
-            /// The original enum's default message for this type.
-            pub const fn default_message(self) -> &'static str {
-                match self { $(NotificationType::$name => $default,)* }
-            }
         }
     };
 }
 
 notification_types! {
-    ORDER_CREATED => "주문이 접수되었습니다",
-    ORDER_CONFIRMED => "주문이 확정되었습니다",
-    ORDER_CANCELLED => "주문이 취소되었습니다",
-    DELIVERY_STARTED => "상품이 발송되었습니다",
-    DELIVERY_IN_TRANSIT => "상품이 배송 중입니다",
-    DELIVERY_COMPLETED => "상품이 배송 완료되었습니다",
-    PAYMENT_COMPLETED => "결제가 완료되었습니다",
-    PAYMENT_FAILED => "결제가 실패했습니다",
-    REFUND_COMPLETED => "환불이 완료되었습니다",
-    COUPON_ISSUED => "쿠폰이 발급되었습니다",
-    COUPON_EXPIRING => "쿠폰이 곧 만료됩니다",
-    TIMEDEAL_STARTING => "타임딜이 곧 시작됩니다",
-    TIMEDEAL_STARTED => "타임딜이 시작되었습니다",
-    BLOG_LIKE => "회원님의 글에 좋아요가 눌렸습니다",
-    BLOG_COMMENT => "새 댓글이 달렸습니다",
-    BLOG_REPLY => "답글이 달렸습니다",
-    BLOG_FOLLOW => "새 팔로워가 생겼습니다",
-    BLOG_NEW_POST => "새 글이 작성되었습니다",
-    PRISM_TASK_COMPLETED => "AI 작업이 완료되었습니다",
-    PRISM_TASK_FAILED => "AI 작업이 실패했습니다",
-    SYSTEM => "시스템 알림",
+    ORDER_CREATED,
+    ORDER_CONFIRMED,
+    ORDER_CANCELLED,
+    DELIVERY_STARTED,
+    DELIVERY_IN_TRANSIT,
+    DELIVERY_COMPLETED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    REFUND_COMPLETED,
+    COUPON_ISSUED,
+    COUPON_EXPIRING,
+    TIMEDEAL_STARTING,
+    TIMEDEAL_STARTED,
+    BLOG_LIKE,
+    BLOG_COMMENT,
+    BLOG_REPLY,
+    BLOG_FOLLOW,
+    BLOG_NEW_POST,
+    PRISM_TASK_COMPLETED,
+    PRISM_TASK_FAILED,
+    SYSTEM,
 }
 
 impl fmt::Display for NotificationType {
@@ -278,20 +273,15 @@ mod tests {
     }
 
     #[test]
-    fn there_are_21_types_each_with_a_default_message_and_a_round_trip_name() {
+    fn there_are_21_types_each_with_a_round_trip_name() {
         assert_eq!(NotificationType::ALL.len(), 21);
         assert_eq!(NotificationType::ALL[0], NotificationType::ORDER_CREATED);
         assert_eq!(NotificationType::ALL[20], NotificationType::SYSTEM);
         for t in NotificationType::ALL {
-            assert!(!t.default_message().is_empty());
             assert_eq!(t.as_str().parse::<NotificationType>().unwrap(), *t);
             assert_eq!(serde_json::to_string(t).unwrap(), format!("\"{t}\""));
         }
         assert!("order_created".parse::<NotificationType>().is_err());
-        assert_eq!(
-            NotificationType::DELIVERY_STARTED.default_message(),
-            "상품이 발송되었습니다"
-        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ tokens without a kid; secrets of 32 bytes or more). Pass a Redis password in RED
 the environment too, not --redis-url."
 )]
 pub struct GatewayConfig {
-    /// Address of the public listener (WebSocket, SockJS, REST).
+    /// Address of the public listener (SockJS and raw WebSocket).
     #[arg(
         long = "listen-addr",
         env = "LISTEN_ADDR",
@@ -152,6 +152,15 @@ pub struct GatewayConfig {
         default_value_t = 50_000
     )]
     pub max_connections: usize,
+
+    /// Close a STOMP session (ERROR `JWT expired`) when the JWT it connected with expires.
+    #[arg(
+        long = "close-on-token-expiry",
+        env = "WS_CLOSE_ON_TOKEN_EXPIRY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub close_on_token_expiry: bool,
 }
 
 impl GatewayConfig {
@@ -182,6 +191,7 @@ impl GatewayConfig {
             sockjs_client_url: "/sockjs-client.min.js".into(),
             admin_addr: None,
             max_connections: 50_000,
+            close_on_token_expiry: true,
         }
     }
 
@@ -229,6 +239,7 @@ impl fmt::Debug for GatewayConfig {
             sockjs_client_url,
             admin_addr,
             max_connections,
+            close_on_token_expiry,
         } = self;
         let jwt_keys: &dyn fmt::Debug = match JwtKeys::parse(jwt_keys) {
             Ok(keys) => &format!("{keys:?}"),
@@ -254,6 +265,7 @@ impl fmt::Debug for GatewayConfig {
             .field("sockjs_client_url", sockjs_client_url)
             .field("admin_addr", admin_addr)
             .field("max_connections", max_connections)
+            .field("close_on_token_expiry", close_on_token_expiry)
             .finish()
     }
 }

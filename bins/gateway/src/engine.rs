@@ -42,6 +42,9 @@ pub async fn run(
     let mut next_beat = Instant::now() + FAR_FUTURE;
     let send_timeout = app.limits.send_timeout;
     let mut errored = false;
+    // When the credentials expire (a JWT's `exp`), if sessions close then.
+    let mut expiry: Option<Instant> = None;
+    let mut expired = false;
     let message_frames = app.metrics.frames_out.with_label_values(&["MESSAGE"]);
     app.metrics.sessions.with_label_values(&[transport]).inc();
 
@@ -106,6 +109,11 @@ pub async fn run(
             _ = sleep_until(silence_deadline) => {
                 break if connected { End::Silent } else { End::NoConnect };
             }
+            _ = sleep_until(expiry.unwrap_or(silence_deadline)), if expiry.is_some() => {
+                expiry = None;
+                expired = true;
+                actions.extend(session.expired());
+            }
         }
 
         // Execute the session's actions in order; authentication may add more.
@@ -136,7 +144,12 @@ pub async fn run(
                     // Boxed: the idle session's future should not be sized for the
                     // authentication (a Redis round trip) it ran once.
                     let more = match Box::pin(app.auth.authenticate(&credentials)).await {
-                        Ok(identity) => session.authenticated(identity.user),
+                        Ok(identity) => {
+                            if app.limits.close_on_token_expiry {
+                                expiry = identity.expires_at.map(deadline_of);
+                            }
+                            session.authenticated(identity.user)
+                        }
                         Err(err) => session.rejected(&err.to_string()),
                     };
                     actions.extend(more);
@@ -150,22 +163,36 @@ pub async fn run(
                 Action::Unsubscribe { .. } => {
                     if session.subscriptions().is_empty() {
                         if let Some(user) = joined_user.take() {
-                            Box::pin(app.hub.leave(&user, id)).await;
+                            app.hub.leave(&user, id);
                             inbox = None;
                         }
                     }
                 }
-                Action::Close => break 'conn if errored { End::Protocol } else { End::Done },
+                Action::Close => {
+                    break 'conn match (expired, errored) {
+                        (true, _) => End::Expired,
+                        (false, true) => End::Protocol,
+                        (false, false) => End::Done,
+                    };
+                }
             }
         }
     };
 
     if let Some(user) = joined_user.take() {
-        Box::pin(app.hub.leave(&user, id)).await;
+        app.hub.leave(&user, id);
     }
     to_client.close(end);
     app.metrics.sessions.with_label_values(&[transport]).dec();
     app.metrics.closes.with_label_values(&[end.label()]).inc();
+}
+
+/// The instant Unix time `exp` (seconds) is reached.
+fn deadline_of(exp: u64) -> Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Instant::now() + Duration::from_secs(exp).saturating_sub(now)
 }
 
 /// Hands `text` to the transport once it fits the send buffer, within `limit`.
@@ -196,7 +223,13 @@ mod tests {
     use crate::session::SessionConfig;
     use crate::state::{Limits, Origins};
 
+    const SECRET: &str = "an-engine-test-secret-of-at-least-32-bytes";
+
     fn state() -> AppState {
+        state_with(true)
+    }
+
+    fn state_with(close_on_token_expiry: bool) -> AppState {
         let metrics = GatewayMetrics::new();
         let unreachable = "redis://127.0.0.1:1/";
         let shutdown = CancellationToken::new();
@@ -215,7 +248,11 @@ mod tests {
                 shutdown.clone(),
             )
             .unwrap(),
-            auth: Authenticator::new(redis, JwtKeys::parse("").unwrap(), "ws-ticket:"),
+            auth: Authenticator::new(
+                redis,
+                JwtKeys::parse(&format!("k={SECRET}")).unwrap(),
+                "ws-ticket:",
+            ),
             limits: Limits {
                 session: SessionConfig {
                     insecure_no_auth: true,
@@ -225,6 +262,7 @@ mod tests {
                 max_headers: 64,
                 first_frame_timeout: Duration::from_secs(60),
                 send_timeout: Duration::from_secs(10),
+                close_on_token_expiry,
             },
             metrics,
             shutdown,
@@ -241,7 +279,10 @@ mod tests {
     }
 
     fn start(buffer: usize) -> Client {
-        let app = state();
+        start_with(buffer, state())
+    }
+
+    fn start_with(buffer: usize, app: AppState) -> Client {
         let (tx, from_client) = queue::bounded(16, queue::one);
         let (outlet, inlet) = outlet::channel(buffer);
         let task = tokio::spawn(run(app.clone(), "test", from_client, outlet));
@@ -339,5 +380,48 @@ mod tests {
             client.inlet.recv().await,
             Some(ToClient::Close(End::SendTimeout))
         );
+    }
+
+    fn bearer_connect(expires_in: u64) -> Vec<u8> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({"sub": "u1", "exp": now + expires_in});
+        let token = crate::auth::sign_hs256(SECRET.as_bytes(), None, &claims);
+        format!("CONNECT\naccept-version:1.2\nheart-beat:0,0\nAuthorization:Bearer {token}\n\n\0")
+            .into_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_ends_with_an_error_frame_when_its_jwt_expires() {
+        let mut client = start(64 * 1024);
+        client.tx.send(bearer_connect(30)).await.unwrap();
+        assert!(matches!(next(&mut client).await, ToClient::Data(t) if t.starts_with("CONNECTED")));
+        let t0 = Instant::now();
+        let error = next(&mut client).await;
+        assert!(
+            matches!(&error, ToClient::Data(t) if t.starts_with("ERROR\n") && t.contains("message:JWT expired")),
+            "{error:?}"
+        );
+        // `exp` has whole seconds, and the default leeway (30 s) applies: the session ends
+        // within the 60th second.
+        let lasted = t0.elapsed();
+        assert!(
+            lasted > Duration::from_secs(58) && lasted <= Duration::from_secs(60),
+            "{lasted:?}"
+        );
+        assert_eq!(next(&mut client).await, ToClient::Close(End::Expired));
+        client.task.await.unwrap();
+        assert_eq!(closes(&client.app, "credentials_expired"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_outlive_their_jwt_when_so_configured() {
+        let mut client = start_with(64 * 1024, state_with(false));
+        client.tx.send(bearer_connect(30)).await.unwrap();
+        assert!(matches!(next(&mut client).await, ToClient::Data(t) if t.starts_with("CONNECTED")));
+        let quiet = tokio::time::timeout(Duration::from_secs(3600), client.inlet.recv()).await;
+        assert!(quiet.is_err(), "nothing within an hour: {quiet:?}");
     }
 }

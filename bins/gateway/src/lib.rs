@@ -108,6 +108,7 @@ impl Gateway {
                 max_headers: 64,
                 first_frame_timeout: Duration::from_millis(config.first_frame_timeout_ms),
                 send_timeout: Duration::from_millis(config.send_timeout_ms),
+                close_on_token_expiry: config.close_on_token_expiry,
             },
             metrics,
             shutdown,

@@ -4,7 +4,7 @@ use clap::Parser;
 use gateway::{Gateway, GatewayConfig};
 use shared::config::TelemetryArgs;
 
-/// Delivers notifications to browsers over STOMP and serves the inbox API.
+/// Delivers notifications to browsers over STOMP (SockJS and raw WebSocket).
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version)]
 struct Cli {

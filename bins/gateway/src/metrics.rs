@@ -2,7 +2,7 @@
 //! commands and close reasons — never a user id.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::hub::HubMetrics;
@@ -70,6 +70,11 @@ impl GatewayMetrics {
                     "Sessions dropped because their queue was full",
                 ),
                 redis_reconnects: counter("redis_reconnects_total", "Relay reconnections to Redis"),
+                subscriptions: IntGauge::new(
+                    "redis_subscriptions",
+                    "Channels (or the pattern) subscribed on the relay's Redis connection",
+                )
+                .expect("metric"),
             },
             registry,
         };
@@ -84,6 +89,7 @@ impl GatewayMetrics {
             Box::new(metrics.hub.delivered.clone()),
             Box::new(metrics.hub.slow_consumers.clone()),
             Box::new(metrics.hub.redis_reconnects.clone()),
+            Box::new(metrics.hub.subscriptions.clone()),
         ] {
             metrics
                 .registry

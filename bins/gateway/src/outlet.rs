@@ -34,6 +34,8 @@ pub enum End {
     Silent,
     /// No CONNECT within the first-frame timeout.
     NoConnect,
+    /// The credentials the session was opened with expired (an ERROR frame was sent).
+    Expired,
     /// The server is shutting down.
     Shutdown,
 }
@@ -53,6 +55,7 @@ impl End {
             End::SendTimeout => "send_timeout",
             End::Silent => "heartbeat_timeout",
             End::NoConnect => "no_connect",
+            End::Expired => "credentials_expired",
             End::Shutdown => "shutdown",
         }
     }

@@ -3,13 +3,17 @@
 //!
 //! CONNECT (or STOMP) → credentials are handed out for checking ([`Action::Authenticate`]),
 //! then [`Session::authenticated`] answers CONNECTED (version and heart-beat negotiated) or
-//! [`Session::rejected`] answers ERROR and closes. A connected user may SUBSCRIBE only to
+//! [`Session::rejected`] answers ERROR and closes. Frames pipelined behind CONNECT wait
+//! (at most [`MAX_PENDING_FRAMES`]) and run once CONNECTED is sent. A connected user may SUBSCRIBE only to
 //! `/user/queue/notifications` or `/user/{ownId}/queue/notifications`. Clients cannot SEND.
 //! Every protocol violation is an ERROR frame with a `message` header, then close.
 
 use std::time::Duration;
 
 use crate::stomp::{Command, Frame, Version};
+
+/// Frames a client may send behind CONNECT before CONNECTED (they wait for authentication).
+pub const MAX_PENDING_FRAMES: usize = 16;
 
 /// The user queue (SPEC 3).
 pub const USER_QUEUE: &str = "/user/queue/notifications";
@@ -38,7 +42,7 @@ impl Default for SessionConfig {
 /// Credentials presented on CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
-    /// `X-WS-Ticket`: a one-time ticket from `POST /api/v1/notifications/ws-ticket`.
+    /// `X-WS-Ticket`: a one-time ticket (Redis `ws-ticket:{uuid}`, consumed once).
     Ticket(String),
     /// `Authorization: Bearer <JWT>`.
     Bearer(String),
@@ -72,7 +76,10 @@ pub struct Subscription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     AwaitingConnect,
-    Authenticating { receipt: Option<String> },
+    /// Credentials are being checked; frames that follow CONNECT wait in `pending`.
+    Authenticating {
+        receipt: Option<String>,
+    },
     Connected,
     Closed,
 }
@@ -87,6 +94,8 @@ pub struct Session {
     user: Option<String>,
     subscriptions: Vec<Subscription>,
     next_message_id: u64,
+    /// Frames pipelined behind CONNECT, run once it is answered (bounded).
+    pending: Vec<Frame>,
 }
 
 impl Session {
@@ -99,6 +108,7 @@ impl Session {
             user: None,
             subscriptions: Vec::new(),
             next_message_id: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -139,7 +149,15 @@ impl Session {
             (State::Closed, _) => Vec::new(),
             (State::AwaitingConnect, Command::Connect | Command::Stomp) => self.on_connect(&frame),
             (State::AwaitingConnect, _) => self.fail("Expected CONNECT", None),
-            (State::Authenticating { .. }, _) => self.fail("Frame received before CONNECTED", None),
+            // STOMP allows pipelining: what follows CONNECT waits for the credentials check.
+            (State::Authenticating { .. }, _) if self.pending.len() < MAX_PENDING_FRAMES => {
+                self.pending.push(frame);
+                Vec::new()
+            }
+            (State::Authenticating { .. }, _) => {
+                self.pending.clear();
+                self.fail("Too many frames before CONNECTED", None)
+            }
             (State::Connected, Command::Connect | Command::Stomp) => {
                 self.fail("Already connected", frame.get("receipt"))
             }
@@ -208,8 +226,13 @@ impl Session {
         self.connected(Some(user))
     }
 
-    /// The credentials were refused: ERROR with `reason`, then close.
+    /// The credentials were refused: ERROR with `reason`, then close; frames waiting
+    /// behind CONNECT are dropped unseen.
     pub fn rejected(&mut self, reason: &str) -> Vec<Action> {
+        if !matches!(self.state, State::Authenticating { .. }) {
+            return Vec::new();
+        }
+        self.pending.clear();
         self.fail(reason, None)
     }
 
@@ -230,6 +253,9 @@ impl Session {
         }
         let mut actions = vec![Action::Send(connected)];
         actions.extend(receipt(pending.as_deref()));
+        for frame in std::mem::take(&mut self.pending) {
+            actions.extend(self.on_frame(frame));
+        }
         actions
     }
 
@@ -265,7 +291,11 @@ impl Session {
                 return self.fail("Cannot subscribe to another user's queue", receipt_id);
             }
             (Some(own), _) => own.clone(),
-            (None, Some(target)) if self.config.insecure_no_auth => target.to_owned(),
+            // Dev mode: the first subscription names the session's user, for good.
+            (None, Some(target)) if self.config.insecure_no_auth => {
+                self.user = Some(target.to_owned());
+                target.to_owned()
+            }
             (None, _) => return self.fail("Authentication required", receipt_id),
         };
         self.subscriptions.push(Subscription {
@@ -294,7 +324,17 @@ impl Session {
         actions
     }
 
-    /// The MESSAGE frame delivering `body` (notification JSON) on `subscription`.
+    /// The session's credentials expired: ERROR saying so, then close.
+    pub fn expired(&mut self) -> Vec<Action> {
+        if self.state != State::Connected {
+            return Vec::new();
+        }
+        self.fail("JWT expired", None)
+    }
+
+    /// The MESSAGE frame delivering `body` (notification JSON) on `subscription`: the
+    /// reference that [`Session::message_text`] is tested against.
+    #[cfg(test)]
     pub fn message(&mut self, subscription: &Subscription, body: &str) -> Frame {
         self.next_message_id += 1;
         Frame::new(Command::Message)
@@ -462,15 +502,64 @@ mod tests {
     }
 
     #[test]
-    fn frames_before_connect_or_connected_are_errors() {
+    fn frames_before_connect_are_errors() {
         let mut s = Session::new(SessionConfig::default());
         assert_eq!(
             error_message(&s.on_frame(subscribe("0", USER_QUEUE))).as_deref(),
             Some("Expected CONNECT")
         );
+    }
+
+    #[test]
+    fn frames_pipelined_behind_connect_run_in_order_once_authenticated() {
         let mut s = Session::new(SessionConfig::default());
         s.on_frame(connect(&[("X-WS-Ticket", "t")]));
-        assert!(error_message(&s.on_frame(subscribe("0", USER_QUEUE))).is_some());
+        assert!(
+            s.on_frame(subscribe("0", USER_QUEUE).header("receipt", "r0"))
+                .is_empty()
+        );
+        assert!(
+            s.on_frame(subscribe("1", "/user/u1/queue/notifications"))
+                .is_empty()
+        );
+        let actions = s.authenticated("u1".into());
+        assert!(matches!(&actions[0], Action::Send(f) if f.command == Command::Connected));
+        assert_eq!(
+            actions[1..],
+            [
+                Action::Subscribe {
+                    id: "0".into(),
+                    user: "u1".into()
+                },
+                Action::Send(Frame::new(Command::Receipt).header("receipt-id", "r0")),
+                Action::Subscribe {
+                    id: "1".into(),
+                    user: "u1".into()
+                },
+            ]
+        );
+        // Refused credentials: the waiting frames are dropped unseen.
+        let mut s = Session::new(SessionConfig::default());
+        s.on_frame(connect(&[("X-WS-Ticket", "t")]));
+        s.on_frame(subscribe("0", USER_QUEUE).header("receipt", "r0"));
+        let actions = s.rejected("Invalid or expired WebSocket ticket");
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert_eq!(actions[1], Action::Close);
+    }
+
+    #[test]
+    fn frames_waiting_for_authentication_are_bounded() {
+        let mut s = Session::new(SessionConfig::default());
+        s.on_frame(connect(&[("X-WS-Ticket", "t")]));
+        for n in 0..MAX_PENDING_FRAMES {
+            assert!(s.on_frame(subscribe(&n.to_string(), USER_QUEUE)).is_empty());
+        }
+        assert_eq!(
+            error_message(&s.on_frame(subscribe("x", USER_QUEUE))).as_deref(),
+            Some("Too many frames before CONNECTED")
+        );
+        assert!(s.is_closed());
+        assert!(s.authenticated("u1".into()).is_empty(), "closed for good");
     }
 
     #[test]
@@ -608,12 +697,16 @@ mod tests {
 
     #[test]
     fn insecure_mode_takes_the_user_from_the_path() {
-        let mut s = Session::new(SessionConfig {
-            insecure_no_auth: true,
-            ..SessionConfig::default()
-        });
-        let actions = s.on_frame(connect(&[("accept-version", "1.2")]));
-        assert!(matches!(&actions[0], Action::Send(f) if f.command == Command::Connected));
+        let insecure = || {
+            let mut s = Session::new(SessionConfig {
+                insecure_no_auth: true,
+                ..SessionConfig::default()
+            });
+            let actions = s.on_frame(connect(&[("accept-version", "1.2")]));
+            assert!(matches!(&actions[0], Action::Send(f) if f.command == Command::Connected));
+            s
+        };
+        let mut s = insecure();
         assert_eq!(
             s.on_frame(subscribe("a", "/user/demo/queue/notifications")),
             vec![Action::Subscribe {
@@ -621,9 +714,34 @@ mod tests {
                 user: "demo".into()
             }]
         );
+        let mut s = insecure();
         assert_eq!(
             error_message(&s.on_frame(subscribe("b", USER_QUEUE))).as_deref(),
             Some("Authentication required")
+        );
+    }
+
+    #[test]
+    fn insecure_mode_binds_a_session_to_its_first_user() {
+        let mut s = Session::new(SessionConfig {
+            insecure_no_auth: true,
+            ..SessionConfig::default()
+        });
+        s.on_frame(connect(&[("accept-version", "1.2")]));
+        s.on_frame(subscribe("a", "/user/demo/queue/notifications"));
+        assert_eq!(s.user(), Some("demo"));
+        assert_eq!(
+            s.on_frame(subscribe("b", USER_QUEUE)),
+            vec![Action::Subscribe {
+                id: "b".into(),
+                user: "demo".into()
+            }]
+        );
+        // Another user's queue on the same session would get the first user's messages.
+        assert_eq!(
+            error_message(&s.on_frame(subscribe("c", "/user/other/queue/notifications")))
+                .as_deref(),
+            Some("Cannot subscribe to another user's queue")
         );
     }
 }

@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_headers: usize,
     pub first_frame_timeout: Duration,
     pub send_timeout: Duration,
+    /// Close a session (ERROR `JWT expired`) when the JWT it connected with expires.
+    pub close_on_token_expiry: bool,
 }
 
 /// Which browser origins may connect.

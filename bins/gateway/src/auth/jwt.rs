@@ -173,7 +173,8 @@ impl JwtVerifier {
         let exp = claims.exp.ok_or(AuthError::InvalidJwt("no exp claim"))?;
         Ok(Identity {
             user,
-            expires_at: Some(exp),
+            // Accepted until `exp` + leeway, so a session lasts as long as the token would.
+            expires_at: Some(exp.saturating_add(self.validation.leeway)),
         })
     }
 }
@@ -251,10 +252,11 @@ mod tests {
         sign_hs256(SECRET.as_bytes(), Some("key-default"), &claims)
     }
 
+    /// What a token of `user` expiring at `exp` yields under the default leeway.
     fn user(user: &str, exp: u64) -> Result<Identity, AuthError> {
         Ok(Identity {
             user: user.to_owned(),
-            expires_at: Some(exp),
+            expires_at: Some(exp + DEFAULT_LEEWAY_SECS),
         })
     }
 

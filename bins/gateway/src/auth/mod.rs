@@ -29,8 +29,8 @@ pub enum AuthError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
-    /// When the credentials expire (a JWT's `exp` claim as signed, Unix seconds, without
-    /// the verification leeway); `None` for tickets, which are spent once the session is open.
+    /// When the credentials stop being accepted (a JWT's `exp` plus the verification
+    /// leeway, Unix seconds); `None` for tickets, which are spent once the session is open.
     pub expires_at: Option<u64>,
 }
 

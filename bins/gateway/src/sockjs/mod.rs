@@ -141,11 +141,6 @@ impl<A: Application> Service<A> {
             iframe,
         })
     }
-
-    /// HTTP sessions currently held (open, or lingering after a close).
-    pub fn http_sessions(&self) -> usize {
-        self.sessions.lock().expect("sessions").len()
-    }
 }
 
 /// The endpoint's routes, relative to its base URL. Nested under a base, the router answers
@@ -211,7 +206,10 @@ fn method_not_allowed(allow: &'static str) -> Response {
         .into_response()
 }
 
-/// CORS: the request's Origin (even `null`) with credentials, or `*` without.
+/// CORS: the request's Origin (even `null`) with credentials, or `*` without. SockJS 0.3.3
+/// fixes these rules (and 204 preflights with a cache lifetime, see [`preflight`]);
+/// tower-http's `CorsLayer` cannot answer `*` to a request without Origin while it mirrors
+/// origins with credentials, nor shape the preflight that way, so SockJS keeps its own.
 fn cors(request: &HeaderMap, response: &mut Response) {
     let h = response.headers_mut();
     match request.get(header::ORIGIN) {

@@ -1,0 +1,137 @@
+//! The one task that talks to Redis for the hub: it connects (with capped backoff),
+//! carries out the book's subscription changes one at a time, each bounded by
+//! `COMMAND_TIMEOUT`, and hands every message to the hub. Any failure drops the connection
+//! (and with it every subscription): the book starts over on the next one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{PubSubSink, PubSubStream};
+use shared::backoff::Backoff;
+use shared::channel::Channels;
+use tokio_util::sync::CancellationToken;
+
+use super::Hub;
+use super::book::Change;
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Longest wait for Redis to answer one (un)subscription before the connection counts as
+/// lost (a half-open TCP connection answers nothing).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages handled between two subscription changes, so a long resubscription does not
+/// hold up delivery.
+const MESSAGES_PER_CHANGE: usize = 64;
+
+pub(super) async fn run(
+    hub: Hub,
+    client: redis::Client,
+    channels: Channels,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP);
+    let mut connected_once = false;
+    loop {
+        let pubsub = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()) => pubsub,
+        };
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                if connected_once {
+                    hub.metrics.redis_reconnects.inc();
+                }
+                connected_once = true;
+                let (sink, stream) = pubsub.split();
+                let lost = serve(&hub, &channels, sink, stream, &shutdown, &mut backoff).await;
+                hub.ready.store(false, Ordering::Relaxed);
+                hub.book().link_down();
+                hub.metrics.subscriptions.set(0);
+                match lost {
+                    None => return, // shutdown
+                    Some(reason) => tracing::warn!(%reason, "Redis relay lost; reconnecting"),
+                }
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "Redis unavailable; relay retrying"),
+            Err(_) => tracing::warn!("Redis connection attempt timed out; relay retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    }
+}
+
+/// Runs one connection until it fails (the reason) or shutdown (`None`).
+async fn serve(
+    hub: &Hub,
+    channels: &Channels,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Option<String> {
+    hub.book().link_up();
+    loop {
+        // Messages that are already here go first, a bounded number of them.
+        for _ in 0..MESSAGES_PER_CHANGE {
+            match stream.next().now_or_never() {
+                Some(Some(message)) => relay_message(hub, channels, &message),
+                Some(None) => return Some("connection closed".into()),
+                None => break,
+            }
+        }
+        let change = hub.book().next_change();
+        let Some(change) = change else {
+            if !hub.ready.swap(true, Ordering::Relaxed) {
+                // Connected and every wanted channel confirmed: a healthy connection.
+                backoff.reset();
+                tracing::info!("Redis relay subscribed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = hub.wake.notified() => continue,
+                message = stream.next() => match message {
+                    Some(message) => relay_message(hub, channels, &message),
+                    None => return Some("connection closed".into()),
+                },
+            }
+            continue;
+        };
+        let request = async {
+            match &change {
+                Change::Subscribe(user) => sink.subscribe(channels.for_user(user)).await,
+                Change::Unsubscribe(user) => sink.unsubscribe(channels.for_user(user)).await,
+                Change::SubscribePattern => sink.psubscribe(channels.pattern()).await,
+            }
+        };
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            answer = tokio::time::timeout(COMMAND_TIMEOUT, request) => answer,
+        };
+        let failure = match answer {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(format!("{change:?} failed: {err}")),
+            Err(_) => Some(format!("{change:?} timed out")),
+        };
+        let mut book = hub.book();
+        book.change_done(failure.is_none());
+        hub.metrics.subscriptions.set(book.confirmed() as i64);
+        drop(book);
+        if failure.is_some() {
+            return failure;
+        }
+    }
+}
+
+fn relay_message(hub: &Hub, channels: &Channels, message: &redis::Msg) {
+    let Some(user) = channels.user_of(message.get_channel_name()) else {
+        return;
+    };
+    let Ok(json) = std::str::from_utf8(message.get_payload_bytes()) else {
+        return;
+    };
+    hub.deliver(user, Arc::from(json));
+}
