@@ -26,10 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
 use tokio::net::TcpListener;
@@ -146,18 +142,15 @@ impl Gateway {
     pub async fn run(self) -> std::io::Result<()> {
         let shutdown = self.state.shutdown.clone();
         if let Some(admin) = self.admin {
-            let routes = Router::new()
-                .route("/metrics", get(metrics_text))
-                .route("/healthz", get(|| async { "ok" }))
-                .route("/readyz", get(readyz))
-                .with_state(self.state.clone());
-            let stop = shutdown.clone().cancelled_owned();
+            let metrics = self.state.metrics.clone();
+            let state = self.state.clone();
+            // Ready: not shutting down, and the relay connected with every channel subscribed.
+            let ready = move || !state.shutdown.is_cancelled() && state.hub.is_connected();
+            let routes = shared::admin::router(move || metrics.render(), ready);
             tracing::info!(addr = %admin.local_addr()?, "admin listening");
+            let stop = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(err) = axum::serve(admin, routes)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
+                if let Err(err) = shared::admin::serve(admin, routes, stop).await {
                     tracing::error!(%err, "admin listener failed");
                 }
             });
@@ -174,18 +167,5 @@ impl Gateway {
                 Ok(())
             }
         }
-    }
-}
-
-async fn metrics_text(State(state): State<AppState>) -> String {
-    state.metrics.render()
-}
-
-/// Ready: not shutting down, and the relay is connected to Redis.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if !state.shutdown.is_cancelled() && state.hub.is_connected() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
