@@ -13,7 +13,7 @@ use crate::time::Zone;
 macro_rules! notification_types {
     ($($name:ident,)*) => {
         /// The notification types of the original service, in its order (21 values).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         pub enum NotificationType { $($name,)* }
 
@@ -82,7 +82,7 @@ impl FromStr for NotificationType {
 }
 
 /// Whether the user has read the notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Unread,
@@ -209,7 +209,7 @@ impl Notification {
 }
 
 /// The notification JSON of SPEC 2.5: every key always present, in this order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationJson<'a> {
     pub id: Option<i64>,

@@ -5,8 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use clap::Args;
-use shared::config::RedisArgs;
+use shared::config::{DisplayArgs, RedisArgs, redact_url};
 
+use crate::api::auth::RestAuth;
 use crate::auth::{self, JwtKeys, JwtRules, JwtVerifier};
 use crate::hub::SubscribeMode;
 
@@ -32,6 +33,28 @@ pub struct GatewayConfig {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    /// MySQL URL of the notification store (the one `ingest` writes) for the REST inbox
+    /// API; unset: the API answers 503 and only WebSocket is served. Pass a password
+    /// through the environment, not the flag.
+    #[arg(long = "database-url", env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Pooled database connections of the REST API.
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub database_max_connections: u32,
+
+    /// How REST callers authenticate: a bearer JWT, or the `X-User-Id` header set by a
+    /// trusted API gateway in front (only safe on a private network).
+    #[arg(long = "rest-auth", env = "REST_AUTH", value_enum, default_value_t = RestAuth::Jwt)]
+    pub rest_auth: RestAuth,
+
+    #[command(flatten)]
+    pub display: DisplayArgs,
 
     /// How this instance hears Redis: only its users' channels, or every channel.
     #[arg(long = "redis-subscribe", env = "REDIS_SUBSCRIBE", value_enum, default_value_t = SubscribeMode::PerUser)]
@@ -174,6 +197,12 @@ impl GatewayConfig {
                 port: 6379,
                 channel_prefix: shared::channel::DEFAULT_PREFIX.into(),
             },
+            database_url: None,
+            database_max_connections: 10,
+            rest_auth: RestAuth::Jwt,
+            display: DisplayArgs {
+                time_zone: shared::time::Zone::utc(),
+            },
             subscribe_mode: SubscribeMode::PerUser,
             jwt_keys: String::new(),
             jwt_leeway_secs: auth::jwt::DEFAULT_LEEWAY_SECS,
@@ -222,6 +251,10 @@ impl fmt::Debug for GatewayConfig {
         let GatewayConfig {
             listen_addr,
             redis,
+            database_url,
+            database_max_connections,
+            rest_auth,
+            display,
             subscribe_mode,
             jwt_keys,
             jwt_leeway_secs,
@@ -248,6 +281,10 @@ impl fmt::Debug for GatewayConfig {
         f.debug_struct("GatewayConfig")
             .field("listen_addr", listen_addr)
             .field("redis", redis)
+            .field("database_url", &database_url.as_deref().map(redact_url))
+            .field("database_max_connections", database_max_connections)
+            .field("rest_auth", rest_auth)
+            .field("display", display)
             .field("subscribe_mode", subscribe_mode)
             .field("jwt_keys", jwt_keys)
             .field("jwt_leeway_secs", jwt_leeway_secs)

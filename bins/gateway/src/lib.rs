@@ -3,12 +3,14 @@
 //! [`Gateway::run`] serves until the shutdown token fires.
 //!
 //! Crate map, top to bottom: [`config`] — the configuration; [`router`] — the public routes;
+//! [`api`] — the inbox REST API;
 //! [`sockjs`] — the SockJS server (every transport, and the raw WebSocket) that runs the
 //! [`engine`] — one STOMP connection, independent of transport, with its bounded output
 //! ([`outlet`], on [`queue`]); [`session`] — the STOMP session state machine and [`stomp`] —
 //! the frame codec (both pure); [`auth`] — tickets and JWTs; [`hub`] — the Redis relay;
 //! [`state`] — what connections share; [`metrics`] (served on the admin listener).
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod engine;
@@ -32,15 +34,22 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ApiState;
+use crate::api::auth::RestAuth;
 use crate::auth::Authenticator;
 pub use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
 use crate::session::SessionConfig;
 pub use crate::state::{AppState, Limits, Origins};
+use shared::inbox::Inbox;
+use sqlx::mysql::MySqlPoolOptions;
 
 /// The STOMP subprotocols the raw WebSocket offers, most recent first.
 pub const STOMP_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+
+/// Longest wait for a pooled database connection before a REST request answers 503.
+const DATABASE_WAIT: Duration = Duration::from_secs(3);
 
 /// How long open connections may take to finish after shutdown begins.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -50,6 +59,7 @@ pub struct Gateway {
     listener: TcpListener,
     admin: Option<TcpListener>,
     state: AppState,
+    api: Arc<ApiState>,
     sockjs_options: sockjs::Options,
 }
 
@@ -92,9 +102,35 @@ impl Gateway {
             client_url: config.sockjs_client_url.clone(),
             ..sockjs::Options::default()
         };
+        let auth = Authenticator::new(redis, jwt, config.ticket_prefix.clone());
+        let inbox = match &config.database_url {
+            Some(url) => Some(Inbox::new(
+                MySqlPoolOptions::new()
+                    .max_connections(config.database_max_connections)
+                    .acquire_timeout(DATABASE_WAIT)
+                    .connect_lazy(url)?,
+            )),
+            None => {
+                tracing::warn!("no DATABASE_URL: the REST inbox API answers 503");
+                None
+            }
+        };
+        if config.rest_auth == RestAuth::TrustedHeader {
+            tracing::warn!(
+                "REST callers are trusted by their X-User-Id header (--rest-auth trusted-header): \
+                 safe only when nothing but the portal's API gateway reaches this listener"
+            );
+        }
+        let api = Arc::new(ApiState {
+            inbox,
+            auth: auth.clone(),
+            rest_auth: config.rest_auth,
+            zone: config.display.time_zone,
+            openapi: api::openapi::render(),
+        });
         let state = AppState {
             hub,
-            auth: Authenticator::new(redis, jwt, config.ticket_prefix.clone()),
+            auth,
             limits: Limits {
                 session: SessionConfig {
                     insecure_no_auth: config.insecure_no_auth,
@@ -120,6 +156,7 @@ impl Gateway {
             listener,
             admin,
             state,
+            api,
             sockjs_options,
         })
     }
@@ -155,7 +192,7 @@ impl Gateway {
                 }
             });
         }
-        let app = router::public(self.state.clone(), self.sockjs_options);
+        let app = router::public(self.state.clone(), self.api, self.sockjs_options);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();
         let serve = axum::serve(self.listener, app)

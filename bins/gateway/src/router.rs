@@ -1,5 +1,7 @@
 //! The public listener's routes: the SockJS endpoint (and raw WebSocket) running the STOMP
-//! engine, behind the allowed-origins check.
+//! engine, and the inbox REST API, both behind the allowed-origins check.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -8,13 +10,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::api::{self, ApiState};
 use crate::state::{AppState, Origins};
 use crate::{engine, sockjs};
 
 /// The public routes.
-pub fn public(state: AppState, options: sockjs::Options) -> Router {
+pub fn public(state: AppState, api: Arc<ApiState>, options: sockjs::Options) -> Router {
     let endpoint = sockjs::Service::new(Stomp(state.clone()), options);
+    let rest = api::router(api, &state.origins).layer(axum::middleware::from_fn_with_state(
+        state.origins.clone(),
+        check_origin,
+    ));
     Router::new()
+        .merge(rest)
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws/notifications/", get(sockjs::greeting))
         .nest(

@@ -42,6 +42,11 @@ impl Origins {
         }
     }
 
+    /// The allowed origins; `None`: any.
+    pub fn list(&self) -> Option<&[String]> {
+        self.0.as_deref()
+    }
+
     /// Whether a request with these headers may connect.
     pub fn allows(&self, headers: &axum::http::HeaderMap) -> bool {
         let Some(list) = &self.0 else { return true };

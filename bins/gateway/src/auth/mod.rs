@@ -65,4 +65,14 @@ impl Authenticator {
             Credentials::Bearer(token) => self.jwt.verify(token),
         }
     }
+
+    /// Verifies a bearer token (the REST API's credentials).
+    pub fn verify_bearer(&self, token: &str) -> Result<Identity, AuthError> {
+        self.jwt.verify(token)
+    }
+
+    /// Issues a one-time WebSocket ticket for `user`.
+    pub async fn issue_ticket(&self, user: &str) -> Result<String, AuthError> {
+        ticket::issue(&self.redis, &self.ticket_prefix, user).await
+    }
 }

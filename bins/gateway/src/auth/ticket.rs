@@ -1,5 +1,6 @@
 //! One-time WebSocket tickets (SPEC 3): Redis `{prefix}{uuid}` holds the user id, 30 s TTL,
-//! consumed with GETDEL so a ticket opens at most one session.
+//! issued by `POST /api/v1/notifications/ws-ticket` and consumed with GETDEL, so a ticket
+//! opens at most one session.
 
 use redis::aio::ConnectionManager;
 
@@ -7,6 +8,31 @@ use super::{AuthError, Identity};
 
 /// Redis key prefix of WebSocket tickets.
 pub const TICKET_PREFIX: &str = "ws-ticket:";
+
+/// How long an issued ticket may wait to be spent.
+pub const TICKET_TTL_SECS: u64 = 30;
+
+/// Issues a ticket for `user`: a random UUID (v4, 122 random bits).
+pub(super) async fn issue(
+    redis: &ConnectionManager,
+    prefix: &str,
+    user: &str,
+) -> Result<String, AuthError> {
+    let ticket = uuid::Uuid::new_v4().to_string();
+    let mut redis = redis.clone();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}{ticket}"))
+        .arg(user)
+        .arg("EX")
+        .arg(TICKET_TTL_SECS)
+        .query_async(&mut redis)
+        .await
+        .map_err(|err| {
+            tracing::warn!(%err, "ticket store failed");
+            AuthError::Unavailable
+        })?;
+    Ok(ticket)
+}
 
 /// Spends a ticket: the user it was issued to, or why not.
 pub(super) async fn redeem(
