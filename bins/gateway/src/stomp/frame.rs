@@ -20,8 +20,8 @@ impl Version {
         }
     }
 
-    /// The highest version in an `accept-version` list we support; `None` means 1.0 only
-    /// clients (no header) when the list is absent.
+    /// The highest version in an `accept-version` list that we support, `None` if the list
+    /// has none of them; a client without the header speaks 1.0.
     pub fn negotiate(accept: Option<&str>) -> Option<Version> {
         let Some(accept) = accept else {
             return Some(Version::V1_0);
@@ -32,7 +32,8 @@ impl Version {
             .find(|v| offered.contains(&v.as_str()))
     }
 
-    /// Whether header names and values are escaped (1.1 and later, except CONNECT/CONNECTED).
+    /// Whether header names and values are escaped: 1.1 and later, in the frames for which
+    /// [`Command::escapes_headers`] holds.
     pub fn escapes(self) -> bool {
         self >= Version::V1_1
     }
@@ -140,5 +141,18 @@ impl Frame {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_negotiation_picks_the_highest_common() {
+        assert_eq!(Version::negotiate(None), Some(Version::V1_0));
+        assert_eq!(Version::negotiate(Some("1.0,1.1,1.2")), Some(Version::V1_2));
+        assert_eq!(Version::negotiate(Some("1.1, 1.0")), Some(Version::V1_1));
+        assert_eq!(Version::negotiate(Some("2.0")), None);
     }
 }
