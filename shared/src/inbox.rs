@@ -60,6 +60,8 @@ pub struct Slice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change<T> {
     pub value: T,
+    /// Whether any row changed (marking an already read notification changes nothing).
+    pub changed: bool,
     /// The user's unread count right after the change, read in the same transaction.
     pub unread: u64,
 }
@@ -226,7 +228,7 @@ impl Inbox {
         now: DateTime<Utc>,
     ) -> Result<Option<Change<Notification>>, InboxError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE notifications SET status = 'READ', read_at = ? \
              WHERE user_id = ? AND id = ? AND status = 'UNREAD'",
         )
@@ -234,7 +236,9 @@ impl Inbox {
         .bind(user)
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            > 0;
         let sql = format!("SELECT {COLUMNS} FROM notifications WHERE user_id = ? AND id = ?");
         let row = sqlx::query(&sql)
             .bind(user)
@@ -248,6 +252,7 @@ impl Inbox {
         tx.commit().await?;
         Ok(Some(Change {
             value: from_row(&row)?,
+            changed,
             unread,
         }))
     }
@@ -272,6 +277,7 @@ impl Inbox {
         tx.commit().await?;
         Ok(Change {
             value: changed,
+            changed: changed > 0,
             unread,
         })
     }
@@ -290,10 +296,61 @@ impl Inbox {
         }
         let unread = count(&mut *tx, user, Filter::Unread).await?;
         tx.commit().await?;
-        Ok(Some(Change { value: (), unread }))
+        Ok(Some(Change {
+            value: (),
+            changed: true,
+            unread,
+        }))
     }
 
-    /// The user's notifications with an id above `after`, oldest id first, at most `limit`.
+    /// Marks the user's notifications `ids` read (those that are the user's and unread;
+    /// other ids are ignored) and returns the ids that changed, ascending.
+    pub async fn mark_read_ids(
+        &self,
+        user: &str,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Change<Vec<i64>>, InboxError> {
+        if ids.is_empty() {
+            return Ok(Change {
+                value: Vec::new(),
+                changed: false,
+                unread: self.unread_count(user).await?,
+            });
+        }
+        let list = vec!["?"; ids.len()].join(", ");
+        let mut tx = self.pool.begin().await?;
+        let select = format!(
+            "SELECT id FROM notifications WHERE user_id = ? AND status = 'UNREAD' \
+             AND id IN ({list}) ORDER BY id FOR UPDATE"
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&select).bind(user);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let changed = query.fetch_all(&mut *tx).await?;
+        if !changed.is_empty() {
+            let update = format!(
+                "UPDATE notifications SET status = 'READ', read_at = ? \
+                 WHERE user_id = ? AND status = 'UNREAD' AND id IN ({list})"
+            );
+            let mut query = sqlx::query(&update).bind(now).bind(user);
+            for id in &changed {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let unread = count(&mut *tx, user, Filter::Unread).await?;
+        tx.commit().await?;
+        Ok(Change {
+            changed: !changed.is_empty(),
+            value: changed,
+            unread,
+        })
+    }
+
+    /// The newest `limit` of the user's notifications with an id above `after`, in
+    /// ascending id order (recovery after a reconnect).
     pub async fn since(
         &self,
         user: &str,
@@ -302,7 +359,7 @@ impl Inbox {
     ) -> Result<Vec<Notification>, InboxError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM notifications WHERE user_id = ? AND id > ? \
-             ORDER BY id LIMIT ?"
+             ORDER BY id DESC LIMIT ?"
         );
         let rows = sqlx::query(&sql)
             .bind(user)
@@ -310,7 +367,9 @@ impl Inbox {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(from_row).collect()
+        let mut found: Vec<Notification> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+        found.reverse();
+        Ok(found)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gateway::hub::{Hub, SubscribeMode};
+use gateway::hub::{Hub, Inbox, Source, SubscribeMode};
 use gateway::metrics::GatewayMetrics;
 use shared::channel::Channels;
 use support::proxy::Proxy;
@@ -61,7 +61,7 @@ fn start(url: &str, prefix: &str, queue: usize) -> (Hub, GatewayMetrics, Cancell
     let shutdown = CancellationToken::new();
     let hub = Hub::start(
         url,
-        Channels::new(prefix),
+        &Channels::new(prefix),
         SubscribeMode::PerUser,
         queue,
         metrics.hub.clone(),
@@ -69,6 +69,17 @@ fn start(url: &str, prefix: &str, queue: usize) -> (Hub, GatewayMetrics, Cancell
     )
     .unwrap();
     (hub, metrics, shutdown)
+}
+
+/// Session `id` joins `user`'s channel; its inbox (a session's first join creates it).
+async fn join(hub: &Hub, prefix: &str, user: &str, id: u64) -> Inbox {
+    hub.join(&format!("{prefix}{user}"), Source::User, id)
+        .await
+        .expect("a session's first join creates its inbox")
+}
+
+fn leave(hub: &Hub, prefix: &str, user: &str, id: u64) {
+    hub.leave(&format!("{prefix}{user}"), id);
 }
 
 fn redis_addr() -> SocketAddr {
@@ -92,7 +103,7 @@ fn redis_addr() -> SocketAddr {
 async fn a_slow_consumer_that_was_its_users_last_session_is_unsubscribed() {
     let prefix = unique_prefix("slow");
     let (hub, metrics, shutdown) = start(&redis_url(), &prefix, 4);
-    let _inbox = hub.join("u1", hub.session_id()).await;
+    let _inbox = join(&hub, &prefix, "u1", hub.session_id()).await;
     assert_eq!(subscribed(&prefix).await, BTreeSet::from(["u1".to_owned()]));
 
     // Nobody reads the inbox: the fifth message finds the queue full.
@@ -118,7 +129,11 @@ async fn tab_reloads_racing_each_other_leave_every_user_subscribed() {
     let mut inboxes = Vec::new();
     for n in 0..USERS {
         let id = hub.session_id();
-        inboxes.push((format!("u{n}"), id, hub.join(&format!("u{n}"), id).await));
+        inboxes.push((
+            format!("u{n}"),
+            id,
+            join(&hub, &prefix, &format!("u{n}"), id).await,
+        ));
     }
     // Every tab reloads: the old session leaves while the new one joins, concurrently.
     let mut reloads = Vec::new();
@@ -126,13 +141,14 @@ async fn tab_reloads_racing_each_other_leave_every_user_subscribed() {
         let leaving = hub.clone();
         let joining = hub.clone();
         let user_2 = user.clone();
+        let (prefix_1, prefix_2) = (prefix.clone(), prefix.clone());
         reloads.push(tokio::spawn(async move {
-            leaving.leave(&user, old);
+            leave(&leaving, &prefix_1, &user, old);
             drop(inbox);
         }));
         reloads.push(tokio::spawn(async move {
             let id = joining.session_id();
-            let inbox = joining.join(&user_2, id).await;
+            let inbox = join(&joining, &prefix_2, &user_2, id).await;
             Box::leak(Box::new(inbox)); // the new tab stays open
         }));
     }
@@ -170,15 +186,16 @@ async fn session_churn_during_a_redis_outage_never_waits_long_and_ends_exactly_s
     for n in 0..SESSIONS {
         let hub = hub.clone();
         let kept = kept.clone();
+        let prefix = prefix.clone();
         tasks.push(tokio::spawn(async move {
             let user = format!("u{}", n % 5_000);
             for round in 0..2 {
                 let id = hub.session_id();
-                let inbox = hub.join(&user, id).await;
+                let inbox = join(&hub, &prefix, &user, id).await;
                 if n % 50 == 0 && round == 1 {
                     kept.lock().unwrap().push((user.clone(), inbox));
                 } else {
-                    hub.leave(&user, id);
+                    leave(&hub, &prefix, &user, id);
                 }
             }
         }));
@@ -255,7 +272,7 @@ async fn a_failing_subscribe_is_retried_with_backoff_not_in_a_hot_loop() {
     let prefix = unique_prefix("flaky");
     let (addr, accepted) = subscribe_killing_proxy(redis_addr()).await;
     let (hub, _metrics, shutdown) = start(&format!("redis://{addr}/"), &prefix, 16);
-    let joined = hub.join("u1", hub.session_id());
+    let joined = join(&hub, &prefix, "u1", hub.session_id());
     let _inbox = tokio::time::timeout(Duration::from_secs(10), joined)
         .await
         .expect("a join gives up waiting for a failing subscription");
@@ -327,7 +344,7 @@ async fn a_refused_subscribe_is_retried_with_backoff_not_in_a_hot_loop() {
         &prefix,
         16,
     );
-    let joined = hub.join("u1", hub.session_id());
+    let joined = join(&hub, &prefix, "u1", hub.session_id());
     let _inbox = tokio::time::timeout(Duration::from_secs(10), joined)
         .await
         .expect("a join gives up waiting for a refused subscription");

@@ -56,6 +56,11 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub display: DisplayArgs,
 
+    /// Most notifications a SUBSCRIBE with `last-id` recovers from the store; past it, the
+    /// newest are sent and the first carries `recovery-truncated:true`.
+    #[arg(long = "recovery-max", env = "WS_RECOVERY_MAX", default_value_t = 500)]
+    pub recovery_max: u32,
+
     /// How this instance hears Redis: only its users' channels, or every channel.
     #[arg(long = "redis-subscribe", env = "REDIS_SUBSCRIBE", value_enum, default_value_t = SubscribeMode::PerUser)]
     pub subscribe_mode: SubscribeMode,
@@ -203,6 +208,7 @@ impl GatewayConfig {
             display: DisplayArgs {
                 time_zone: shared::time::Zone::utc(),
             },
+            recovery_max: 500,
             subscribe_mode: SubscribeMode::PerUser,
             jwt_keys: String::new(),
             jwt_leeway_secs: auth::jwt::DEFAULT_LEEWAY_SECS,
@@ -255,6 +261,7 @@ impl fmt::Debug for GatewayConfig {
             database_max_connections,
             rest_auth,
             display,
+            recovery_max,
             subscribe_mode,
             jwt_keys,
             jwt_leeway_secs,
@@ -285,6 +292,7 @@ impl fmt::Debug for GatewayConfig {
             .field("database_max_connections", database_max_connections)
             .field("rest_auth", rest_auth)
             .field("display", display)
+            .field("recovery_max", recovery_max)
             .field("subscribe_mode", subscribe_mode)
             .field("jwt_keys", jwt_keys)
             .field("jwt_leeway_secs", jwt_leeway_secs)

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod destination;
 pub mod engine;
 pub mod hub;
 pub mod metrics;
@@ -23,6 +24,7 @@ pub mod session;
 pub mod sockjs;
 pub mod state;
 pub mod stomp;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
 use crate::session::SessionConfig;
 pub use crate::state::{AppState, Limits, Origins};
+use crate::sync::Sync;
+use crate::sync::events::Publisher;
 use shared::inbox::Inbox;
 use sqlx::mysql::MySqlPoolOptions;
 
@@ -82,7 +86,7 @@ impl Gateway {
         let channels = Channels::new(config.redis.channel_prefix.clone());
         let hub = Hub::start(
             &redis_url,
-            channels,
+            &channels,
             config.subscribe_mode,
             config.session_queue,
             metrics.hub.clone(),
@@ -102,7 +106,7 @@ impl Gateway {
             client_url: config.sockjs_client_url.clone(),
             ..sockjs::Options::default()
         };
-        let auth = Authenticator::new(redis, jwt, config.ticket_prefix.clone());
+        let auth = Authenticator::new(redis.clone(), jwt, config.ticket_prefix.clone());
         let inbox = match &config.database_url {
             Some(url) => Some(Inbox::new(
                 MySqlPoolOptions::new()
@@ -121,15 +125,26 @@ impl Gateway {
                  safe only when nothing but the portal's API gateway reaches this listener"
             );
         }
-        let api = Arc::new(ApiState {
+        let sync = Sync {
             inbox,
+            events: Publisher::new(
+                redis.clone(),
+                channels.clone(),
+                metrics.state_events.clone(),
+            ),
+            recovery_max: config.recovery_max,
+            zone: config.display.time_zone,
+        };
+        let api = Arc::new(ApiState {
+            sync: sync.clone(),
             auth: auth.clone(),
             rest_auth: config.rest_auth,
-            zone: config.display.time_zone,
             openapi: api::openapi::render(),
         });
         let state = AppState {
             hub,
+            channels,
+            sync,
             auth,
             limits: Limits {
                 session: SessionConfig {

@@ -19,6 +19,12 @@ pub struct GatewayMetrics {
     /// From the relay receiving a notification from Redis to its MESSAGE frame entering
     /// the session's send buffer (written to the socket as the client reads).
     pub delivery_latency: Histogram,
+    /// MESSAGE frames sent (the `MESSAGE` series of `frames_out`).
+    pub messages_out: IntCounter,
+    pub recoveries: IntCounter,
+    pub recovered: IntCounter,
+    pub recoveries_truncated: IntCounter,
+    pub state_events: IntCounter,
     pub hub: HubMetrics,
 }
 
@@ -33,7 +39,29 @@ fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
 impl GatewayMetrics {
     pub fn new() -> GatewayMetrics {
         let registry = Registry::new_custom(Some("gateway".into()), None).expect("registry");
+        let frames_out = counter_vec(
+            "frames_out_total",
+            "STOMP frames sent, by command",
+            "command",
+        );
         let metrics = GatewayMetrics {
+            messages_out: frames_out.with_label_values(&["MESSAGE"]),
+            recoveries: counter(
+                "recoveries_total",
+                "Subscriptions with last-id answered from the store",
+            ),
+            recovered: counter(
+                "recovered_messages_total",
+                "Notifications sent by recoveries",
+            ),
+            recoveries_truncated: counter(
+                "recoveries_truncated_total",
+                "Recoveries cut by WS_RECOVERY_MAX (the client reloads)",
+            ),
+            state_events: counter(
+                "state_events_published_total",
+                "Read-state events published to users' channels",
+            ),
             sessions: IntGaugeVec::new(
                 Opts::new("sessions", "Open sessions by transport"),
                 &["transport"],
@@ -44,11 +72,7 @@ impl GatewayMetrics {
                 "STOMP frames received, by command",
                 "command",
             ),
-            frames_out: counter_vec(
-                "frames_out_total",
-                "STOMP frames sent, by command",
-                "command",
-            ),
+            frames_out,
             bytes_in: counter("bytes_in_total", "Bytes received from clients"),
             errors: counter("error_frames_total", "ERROR frames sent"),
             closes: counter_vec("closes_total", "Connections ended, by reason", "reason"),
@@ -75,6 +99,18 @@ impl GatewayMetrics {
                     "Channels (or the pattern) subscribed on the relay's Redis connection",
                 )
                 .expect("metric"),
+                broadcast_deliveries: counter(
+                    "broadcast_deliveries_total",
+                    "Broadcast messages (time deals) handed to sessions",
+                ),
+                fanout_seconds: Histogram::with_opts(
+                    HistogramOpts::new(
+                        "broadcast_fanout_seconds",
+                        "Time spent handing one broadcast message to its sessions",
+                    )
+                    .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+                )
+                .expect("metric"),
             },
             registry,
         };
@@ -86,10 +122,16 @@ impl GatewayMetrics {
             Box::new(metrics.errors.clone()),
             Box::new(metrics.closes.clone()),
             Box::new(metrics.delivery_latency.clone()),
+            Box::new(metrics.recoveries.clone()),
+            Box::new(metrics.recovered.clone()),
+            Box::new(metrics.recoveries_truncated.clone()),
+            Box::new(metrics.state_events.clone()),
             Box::new(metrics.hub.delivered.clone()),
             Box::new(metrics.hub.slow_consumers.clone()),
             Box::new(metrics.hub.redis_reconnects.clone()),
             Box::new(metrics.hub.subscriptions.clone()),
+            Box::new(metrics.hub.broadcast_deliveries.clone()),
+            Box::new(metrics.hub.fanout_seconds.clone()),
         ] {
             metrics
                 .registry

@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
+use crate::destination::{self, ReadRequest, Target};
 use crate::stomp::{Command, Frame, Version};
 
 /// Frames a client may send behind CONNECT before CONNECTED (they wait for authentication).
 pub const MAX_PENDING_FRAMES: usize = 16;
 
 /// The user queue (SPEC 3).
-pub const USER_QUEUE: &str = "/user/queue/notifications";
+pub const USER_QUEUE: &str = destination::NOTIFICATIONS;
 
 /// Session rules that a deployment may change.
 #[derive(Debug, Clone)]
@@ -54,10 +55,17 @@ pub enum Action {
     Send(Frame),
     /// Check the credentials, then call [`Session::authenticated`] or [`Session::rejected`].
     Authenticate(Credentials),
-    /// Start relaying `user`'s notifications to this subscription.
+    /// Start relaying to this subscription what its target receives. `last_id`: the newest
+    /// notification the client holds; send it what is newer first (recovery).
     Subscribe {
         id: String,
-        user: String,
+        target: Target,
+        last_id: Option<i64>,
+    },
+    /// Mark the session user's notifications read, then send the receipt (if any).
+    MarkRead {
+        request: ReadRequest,
+        receipt: Option<String>,
     },
     Unsubscribe {
         id: String,
@@ -71,6 +79,7 @@ pub enum Action {
 pub struct Subscription {
     pub id: String,
     pub destination: String,
+    pub target: Target,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,10 +172,7 @@ impl Session {
             }
             (State::Connected, Command::Subscribe) => self.on_subscribe(&frame),
             (State::Connected, Command::Unsubscribe) => self.on_unsubscribe(&frame),
-            (State::Connected, Command::Send) => self.fail(
-                "Clients may not send to /topic, /queue or /user destinations",
-                frame.get("receipt"),
-            ),
+            (State::Connected, Command::Send) => self.on_send(&frame),
             (State::Connected, Command::Disconnect) => {
                 let mut actions = receipt(frame.get("receipt"));
                 actions.push(Action::Close);
@@ -275,36 +281,65 @@ impl Session {
         if self.subscriptions.len() >= self.config.max_subscriptions {
             return self.fail("Too many subscriptions", receipt_id);
         }
-        let target = if destination == USER_QUEUE {
-            None
-        } else if let Some(user) = destination
-            .strip_prefix("/user/")
-            .and_then(|rest| rest.strip_suffix("/queue/notifications"))
-            .filter(|user| !user.is_empty() && !user.contains('/'))
-        {
-            Some(user)
-        } else {
+        let Some((target, named)) = destination::parse(destination) else {
             return self.fail(&format!("Cannot subscribe to {destination}"), receipt_id);
         };
-        let user = match (&self.user, target) {
-            (Some(own), Some(target)) if own != target => {
+        match (&self.user, named) {
+            (Some(own), Some(named)) if own != named => {
                 return self.fail("Cannot subscribe to another user's queue", receipt_id);
             }
-            (Some(own), _) => own.clone(),
-            // Dev mode: the first subscription names the session's user, for good.
-            (None, Some(target)) if self.config.insecure_no_auth => {
-                self.user = Some(target.to_owned());
-                target.to_owned()
+            (Some(_), _) => {}
+            // Dev mode: the first user queue names the session's user, for good.
+            (None, Some(named)) if self.config.insecure_no_auth => {
+                self.user = Some(named.to_owned());
             }
+            (None, _) if target == Target::TimeDeals => {}
             (None, _) => return self.fail("Authentication required", receipt_id),
+        }
+        let last_id = match (target, frame.get("last-id")) {
+            (Target::Notifications, Some(text)) => match text.trim().parse::<i64>() {
+                Ok(id) if id >= 0 => Some(id),
+                _ => return self.fail("Invalid last-id header", receipt_id),
+            },
+            _ => None,
         };
         self.subscriptions.push(Subscription {
             id: id.clone(),
             destination: destination.to_owned(),
+            target,
         });
-        let mut actions = vec![Action::Subscribe { id, user }];
+        let mut actions = vec![Action::Subscribe {
+            id,
+            target,
+            last_id,
+        }];
         actions.extend(receipt(receipt_id));
         actions
+    }
+
+    fn on_send(&mut self, frame: &Frame) -> Vec<Action> {
+        let receipt_id = frame.get("receipt");
+        if frame.get("destination") != Some(destination::READ) {
+            return self.fail(
+                "Clients may only send to /app/notifications.read",
+                receipt_id,
+            );
+        }
+        if self.user.is_none() {
+            return self.fail("Authentication required", receipt_id);
+        }
+        match destination::read_request(&frame.body) {
+            Ok(request) => vec![Action::MarkRead {
+                request,
+                receipt: receipt_id.map(str::to_owned),
+            }],
+            Err(reason) => self.fail(reason, receipt_id),
+        }
+    }
+
+    /// The RECEIPT for `id`, once the work it acknowledges is done.
+    pub fn receipt(&self, id: &str) -> Frame {
+        Frame::new(Command::Receipt).header("receipt-id", id)
     }
 
     fn on_unsubscribe(&mut self, frame: &Frame) -> Vec<Action> {
@@ -322,6 +357,15 @@ impl Session {
         }
         actions.extend(receipt(receipt_id));
         actions
+    }
+
+    /// Something the session asked for failed (the store is away, say): ERROR with
+    /// `reason`, then close; the client reconnects.
+    pub fn abort(&mut self, reason: &str) -> Vec<Action> {
+        if self.state == State::Closed {
+            return Vec::new();
+        }
+        self.fail(reason, None)
     }
 
     /// The session's credentials expired: ERROR saying so, then close.
@@ -348,6 +392,16 @@ impl Session {
     /// The wire text of [`Session::message`] on subscription `index`, built in one buffer
     /// (the delivery path): the same bytes `encode` would produce.
     pub fn message_text(&mut self, index: usize, body: &str) -> String {
+        self.message_text_with(index, body, None)
+    }
+
+    /// [`Session::message_text`] with one more header (plain token name and value).
+    pub fn message_text_with(
+        &mut self,
+        index: usize,
+        body: &str,
+        extra: Option<(&str, &str)>,
+    ) -> String {
         use std::fmt::Write as _;
         self.next_message_id += 1;
         let version = self.version;
@@ -362,6 +416,9 @@ impl Session {
             "\nmessage-id:{}\ncontent-type:application/json\n",
             self.next_message_id
         );
+        if let Some((name, value)) = extra {
+            let _ = writeln!(out, "{name}:{value}");
+        }
         if !body.is_empty() {
             let _ = writeln!(out, "content-length:{}", body.len());
         }
@@ -529,12 +586,14 @@ mod tests {
             [
                 Action::Subscribe {
                     id: "0".into(),
-                    user: "u1".into()
+                    target: Target::Notifications,
+                    last_id: None,
                 },
                 Action::Send(Frame::new(Command::Receipt).header("receipt-id", "r0")),
                 Action::Subscribe {
                     id: "1".into(),
-                    user: "u1".into()
+                    target: Target::Notifications,
+                    last_id: None,
                 },
             ]
         );
@@ -570,7 +629,8 @@ mod tests {
             vec![
                 Action::Subscribe {
                     id: "a".into(),
-                    user: "u1".into()
+                    target: Target::Notifications,
+                    last_id: None,
                 },
                 Action::Send(Frame::new(Command::Receipt).header("receipt-id", "r1")),
             ]
@@ -579,7 +639,8 @@ mod tests {
             s.on_frame(subscribe("b", "/user/u1/queue/notifications")),
             vec![Action::Subscribe {
                 id: "b".into(),
-                user: "u1".into()
+                target: Target::Notifications,
+                last_id: None,
             }]
         );
         let actions = s.on_frame(subscribe("c", "/user/u2/queue/notifications"));
@@ -623,19 +684,81 @@ mod tests {
     }
 
     #[test]
-    fn clients_cannot_send() {
+    fn clients_send_only_read_marks() {
         for destination in [
             "/topic/x",
             "/queue/x",
             "/user/u2/queue/notifications",
             "/app/x",
+            "/topic/timedeals",
         ] {
             let mut s = connected_as("u1");
             let frame = Frame::new(Command::Send)
                 .header("destination", destination)
                 .body(b"hi".to_vec());
-            assert!(error_message(&s.on_frame(frame)).is_some(), "{destination}");
+            assert_eq!(
+                error_message(&s.on_frame(frame)).as_deref(),
+                Some("Clients may only send to /app/notifications.read"),
+                "{destination}"
+            );
         }
+        let mut s = connected_as("u1");
+        let read = Frame::new(Command::Send)
+            .header("destination", "/app/notifications.read")
+            .header("receipt", "r9")
+            .body(br#"{"ids":[4,5]}"#.to_vec());
+        assert_eq!(
+            s.on_frame(read),
+            vec![Action::MarkRead {
+                request: ReadRequest::Ids(vec![4, 5]),
+                receipt: Some("r9".into())
+            }]
+        );
+        let bad = Frame::new(Command::Send)
+            .header("destination", "/app/notifications.read")
+            .body(b"{}".to_vec());
+        assert!(error_message(&s.on_frame(bad)).is_some());
+    }
+
+    #[test]
+    fn state_and_time_deal_subscriptions_and_last_id() {
+        let mut s = connected_as("u1");
+        assert_eq!(
+            s.on_frame(subscribe("n", USER_QUEUE).header("last-id", "41")),
+            vec![Action::Subscribe {
+                id: "n".into(),
+                target: Target::Notifications,
+                last_id: Some(41),
+            }]
+        );
+        assert_eq!(
+            s.on_frame(subscribe("s", "/user/u1/queue/notification-state")),
+            vec![Action::Subscribe {
+                id: "s".into(),
+                target: Target::State,
+                last_id: None,
+            }]
+        );
+        assert_eq!(
+            s.on_frame(subscribe("t", "/topic/timedeals")),
+            vec![Action::Subscribe {
+                id: "t".into(),
+                target: Target::TimeDeals,
+                last_id: None,
+            }]
+        );
+        let mut s = connected_as("u1");
+        assert_eq!(
+            error_message(&s.on_frame(subscribe("x", "/user/u2/queue/notification-state")))
+                .as_deref(),
+            Some("Cannot subscribe to another user's queue")
+        );
+        let mut s = connected_as("u1");
+        assert_eq!(
+            error_message(&s.on_frame(subscribe("x", USER_QUEUE).header("last-id", "-1")))
+                .as_deref(),
+            Some("Invalid last-id header")
+        );
     }
 
     #[test]
@@ -711,7 +834,8 @@ mod tests {
             s.on_frame(subscribe("a", "/user/demo/queue/notifications")),
             vec![Action::Subscribe {
                 id: "a".into(),
-                user: "demo".into()
+                target: Target::Notifications,
+                last_id: None,
             }]
         );
         let mut s = insecure();
@@ -734,7 +858,8 @@ mod tests {
             s.on_frame(subscribe("b", USER_QUEUE)),
             vec![Action::Subscribe {
                 id: "b".into(),
-                user: "demo".into()
+                target: Target::Notifications,
+                last_id: None,
             }]
         );
         // Another user's queue on the same session would get the first user's messages.

@@ -11,6 +11,8 @@ use crate::auth::Authenticator;
 use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
 use crate::session::SessionConfig;
+use crate::sync::Sync;
+use shared::channel::Channels;
 
 /// Per-connection limits, shared by every transport.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ impl Origins {
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Hub,
+    pub channels: Channels,
+    pub sync: Sync,
     pub auth: Authenticator,
     pub limits: Limits,
     pub metrics: GatewayMetrics,

@@ -17,6 +17,7 @@ use super::ApiState;
 use super::auth::CurrentUser;
 use super::error::{ApiError, Done, Envelope, Failure, ok};
 use super::params::{self, Paging};
+use crate::sync::events::StateEvent;
 
 /// An offset page, newest first.
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,7 +71,7 @@ async fn listing(
 ) -> Result<Response, ApiError> {
     let inbox = state.inbox()?;
     let listing = params::listing(uri)?;
-    let zone = &state.zone;
+    let zone = &state.sync.zone;
     Ok(match listing.paging {
         Paging::Page(page) => {
             let found = inbox.page(user, filter, page, listing.size).await?;
@@ -201,7 +202,14 @@ pub async fn read(
         .mark_read(&user, id, Utc::now())
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(ok(change.value.view(&state.zone)))
+    if change.changed {
+        let event = StateEvent::Read {
+            ids: vec![id],
+            unread: change.unread,
+        };
+        state.sync.events.publish(&user, &event).await;
+    }
+    Ok(ok(change.value.view(&state.sync.zone)))
 }
 
 /// Marks every unread notification of the user read.
@@ -220,6 +228,12 @@ pub async fn read_all(
     CurrentUser(user): CurrentUser,
 ) -> Result<Response, ApiError> {
     let change = state.inbox()?.mark_all_read(&user, Utc::now()).await?;
+    if change.changed {
+        let event = StateEvent::ReadAll {
+            unread: change.unread,
+        };
+        state.sync.events.publish(&user, &event).await;
+    }
     Ok(ok(change.value))
 }
 
@@ -243,11 +257,16 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = params::id(&id)?;
-    state
+    let change = state
         .inbox()?
         .delete(&user, id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let event = StateEvent::Deleted {
+        ids: vec![id],
+        unread: change.unread,
+    };
+    state.sync.events.publish(&user, &event).await;
     Ok(axum::Json(Done { success: true }).into_response())
 }
 

@@ -20,11 +20,11 @@ use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 use shared::inbox::Inbox;
-use shared::time::Zone;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Authenticator;
 use crate::state::Origins;
+use crate::sync::Sync;
 use auth::RestAuth;
 use error::ApiError;
 
@@ -33,19 +33,17 @@ pub const BASE: &str = "/api/v1/notifications";
 
 /// What the handlers share.
 pub struct ApiState {
-    /// `None`: no database configured.
-    pub inbox: Option<Inbox>,
+    /// The store (`None`: no database configured) and the state-event publisher.
+    pub sync: Sync,
     pub auth: Authenticator,
     pub rest_auth: RestAuth,
-    /// The zone of `createdAt`/`readAt`.
-    pub zone: Zone,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
 }
 
 impl ApiState {
     fn inbox(&self) -> Result<&Inbox, ApiError> {
-        self.inbox.as_ref().ok_or(ApiError::Unavailable(
+        self.sync.inbox.as_ref().ok_or(ApiError::Unavailable(
             "The inbox API needs a database (DATABASE_URL); this gateway serves WebSocket only",
         ))
     }

@@ -1,33 +1,42 @@
-//! The hub's bookkeeping, pure: which sessions each user has here (the users whose channels
-//! this instance wants), which channels the current Redis connection has confirmed, and
-//! the one change in flight between the two. No I/O and no clock: the relay task asks
-//! [`Book::next_change`] what to send Redis and reports the answer with
+//! The hub's bookkeeping, pure: the sessions here and the Redis channels each listens to
+//! (a user's channel, a broadcast channel), which channels the current Redis connection has
+//! confirmed, and the one change in flight between the two. No I/O and no clock: the relay
+//! task asks [`Book::next_change`] what to send Redis and reports the answer with
 //! [`Book::change_done`], so any interleaving of sessions and Redis events can be replayed
 //! in a test.
 //!
 //! Rules that keep "wanted", "confirmed" and Redis in agreement:
 //! - Sessions never wait on the relay: joining, leaving and dropping a slow consumer only
-//!   change the book and mark the user dirty. The relay reconciles dirty users one at a
-//!   time, reading what is wanted *now*, so a leave racing a join (a tab reload) resolves to
-//!   the latest state whatever their order.
+//!   change the book and mark the channel dirty. The relay reconciles dirty channels one at
+//!   a time, reading what is wanted *now*, so a leave racing a join (a tab reload) resolves
+//!   to the latest state whatever their order.
 //! - A channel counts as confirmed only after Redis acknowledged its SUBSCRIBE, and stops
 //!   counting before its UNSUBSCRIBE is sent, so a join never mistakes a channel on its way
 //!   out for a live one.
-//! - A lost connection confirms nothing; the next connection starts from every wanted user.
-//! - A joining session that must wait for its user's SUBSCRIBE gets a waiter, answered when
-//!   the channel is confirmed (or dropped when the user leaves first).
+//! - A lost connection confirms nothing; the next connection starts from every wanted
+//!   channel.
+//! - A joining session that must wait for its channel's SUBSCRIBE gets a waiter, answered
+//!   when the channel is confirmed (or dropped when the channel is no longer wanted).
+//! - Pattern mode: channels under the pattern's prefix need no SUBSCRIBE of their own; they
+//!   are live once the one `PSUBSCRIBE` is confirmed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use tokio::sync::oneshot;
 
-use super::Delivery;
+use super::{Delivery, Source};
 use crate::queue;
 
-/// A session's sender, and the waiters of a user's pending subscription.
-#[derive(Default)]
-pub struct User {
-    pub sessions: HashMap<u64, queue::Sender<Delivery>>,
+/// A session: its queue and the channels it listens to.
+struct Member {
+    sender: queue::Sender<Delivery>,
+    channels: Vec<String>,
+}
+
+/// A channel's listeners and the sessions waiting for its subscription.
+struct Channel {
+    source: Source,
+    members: HashSet<u64>,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -42,15 +51,17 @@ pub enum Change {
 
 /// The hub's state, behind one lock.
 pub struct Book {
-    pattern: bool,
-    users: HashMap<String, User>,
-    /// Channels the current connection has confirmed (per-user mode).
+    /// Pattern mode: the prefix the `PSUBSCRIBE` covers.
+    covered: Option<String>,
+    sessions: HashMap<u64, Member>,
+    channels: HashMap<String, Channel>,
+    /// Channels the current connection has confirmed (outside the pattern).
     confirmed: HashSet<String>,
     /// Pattern mode: the `PSUBSCRIBE` is confirmed.
     pattern_confirmed: bool,
     /// Pattern mode: sessions waiting for the `PSUBSCRIBE`.
     pattern_waiters: Vec<oneshot::Sender<()>>,
-    /// Users whose wanted and confirmed states may differ, oldest first, each once.
+    /// Channels whose wanted and confirmed states may differ, oldest first, each once.
     dirty: VecDeque<String>,
     queued: HashSet<String>,
     link_up: bool,
@@ -58,11 +69,12 @@ pub struct Book {
 }
 
 impl Book {
-    /// An empty book; `pattern`: one subscription for every user instead of one per user.
-    pub fn new(pattern: bool) -> Book {
+    /// An empty book; `covered`: pattern mode, the channel prefix its `PSUBSCRIBE` covers.
+    pub fn new(covered: Option<String>) -> Book {
         Book {
-            pattern,
-            users: HashMap::new(),
+            covered,
+            sessions: HashMap::new(),
+            channels: HashMap::new(),
             confirmed: HashSet::new(),
             pattern_confirmed: false,
             pattern_waiters: Vec::new(),
@@ -73,17 +85,40 @@ impl Book {
         }
     }
 
-    /// Adds session `id` of `user`. `None`: its messages already flow; `Some(waiter)`:
-    /// they flow once the waiter is answered.
+    fn is_covered(&self, channel: &str) -> bool {
+        self.covered
+            .as_deref()
+            .is_some_and(|prefix| channel.starts_with(prefix))
+    }
+
+    /// Adds session `id` of `channel` (registering the session with `sender` the first
+    /// time). `None`: its messages already flow; `Some(waiter)`: they flow once the waiter
+    /// is answered.
     pub fn join(
         &mut self,
-        user: &str,
+        channel: &str,
+        source: Source,
         id: u64,
-        sender: queue::Sender<Delivery>,
+        sender: impl FnOnce() -> queue::Sender<Delivery>,
     ) -> Option<oneshot::Receiver<()>> {
-        let entry = self.users.entry(user.to_owned()).or_default();
-        entry.sessions.insert(id, sender);
-        if self.pattern {
+        let member = self.sessions.entry(id).or_insert_with(|| Member {
+            sender: sender(),
+            channels: Vec::new(),
+        });
+        if !member.channels.iter().any(|c| c == channel) {
+            member.channels.push(channel.to_owned());
+        }
+        let covered = self.is_covered(channel);
+        let entry = self
+            .channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| Channel {
+                source,
+                members: HashSet::new(),
+                waiters: Vec::new(),
+            });
+        entry.members.insert(id);
+        if covered {
             if self.pattern_confirmed {
                 return None;
             }
@@ -91,60 +126,98 @@ impl Book {
             self.pattern_waiters.push(tx);
             return Some(rx);
         }
-        if self.confirmed.contains(user) {
+        if self.confirmed.contains(channel) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
         entry.waiters.push(tx);
-        self.mark(user);
+        self.mark(channel);
         Some(rx)
     }
 
-    /// Removes session `id` of `user` (a leave, or a slow consumer dropped); idempotent.
-    /// Returns whether the relay has work to do.
-    pub fn leave(&mut self, user: &str, id: u64) -> bool {
-        let Some(entry) = self.users.get_mut(user) else {
+    /// Removes session `id` from `channel` (idempotent); the session's queue stays open
+    /// while it listens to another channel. Returns whether the relay has work to do.
+    pub fn leave(&mut self, channel: &str, id: u64) -> bool {
+        if let Some(member) = self.sessions.get_mut(&id) {
+            member.channels.retain(|c| c != channel);
+            if member.channels.is_empty() {
+                self.sessions.remove(&id);
+            }
+        }
+        self.release(channel, id)
+    }
+
+    /// Removes session `id` from every channel and closes its queue (a slow consumer: the
+    /// session sees its inbox end). Returns whether the relay has work to do.
+    pub fn drop_session(&mut self, id: u64) -> bool {
+        let Some(member) = self.sessions.remove(&id) else {
             return false;
         };
-        if entry.sessions.remove(&id).is_none() || !entry.sessions.is_empty() {
+        let mut work = false;
+        for channel in &member.channels {
+            work |= self.release(channel, id);
+        }
+        work
+    }
+
+    fn release(&mut self, channel: &str, id: u64) -> bool {
+        let Some(entry) = self.channels.get_mut(channel) else {
+            return false;
+        };
+        if !entry.members.remove(&id) || !entry.members.is_empty() {
             return false;
         }
-        // The user's last session: its waiters (none can be left) go with it.
-        self.users.remove(user);
-        if self.pattern {
+        // The channel's last session: its waiters (none can be left) go with it.
+        self.channels.remove(channel);
+        if self.is_covered(channel) {
             return false;
         }
-        self.mark(user);
+        self.mark(channel);
         true
     }
 
-    /// The sessions of `user`, to hand a message to.
-    pub fn user_mut(&mut self, user: &str) -> Option<&mut User> {
-        self.users.get_mut(user)
+    /// Where messages of `channel` come from, and the queues of its sessions.
+    pub fn listeners(
+        &self,
+        channel: &str,
+    ) -> Option<(
+        Source,
+        impl Iterator<Item = (u64, &queue::Sender<Delivery>)>,
+    )> {
+        let entry = self.channels.get(channel)?;
+        let sessions = &self.sessions;
+        Some((
+            entry.source,
+            entry
+                .members
+                .iter()
+                .filter_map(move |id| sessions.get(id).map(|m| (*id, &m.sender))),
+        ))
     }
 
-    /// Channels confirmed on the current connection.
+    /// Channels confirmed on the current connection (the pattern counts as one).
     pub fn confirmed(&self) -> usize {
-        if self.pattern {
-            usize::from(self.pattern_confirmed)
-        } else {
-            self.confirmed.len()
-        }
+        self.confirmed.len() + usize::from(self.pattern_confirmed)
     }
 
-    #[cfg(test)]
     /// Sessions waiting for a subscription.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
-        self.pattern_waiters.len() + self.users.values().map(|u| u.waiters.len()).sum::<usize>()
+        self.pattern_waiters.len()
+            + self
+                .channels
+                .values()
+                .map(|c| c.waiters.len())
+                .sum::<usize>()
     }
 
-    fn mark(&mut self, user: &str) {
-        if self.queued.insert(user.to_owned()) {
-            self.dirty.push_back(user.to_owned());
+    fn mark(&mut self, channel: &str) {
+        if self.queued.insert(channel.to_owned()) {
+            self.dirty.push_back(channel.to_owned());
         }
     }
 
-    /// A new Redis connection: nothing is confirmed on it yet; every wanted user is due.
+    /// A new Redis connection: nothing is confirmed on it yet; every wanted channel is due.
     pub fn link_up(&mut self) {
         self.link_up = true;
         self.in_flight = None;
@@ -152,9 +225,14 @@ impl Book {
         self.pattern_confirmed = false;
         self.dirty.clear();
         self.queued.clear();
-        let users: Vec<String> = self.users.keys().cloned().collect();
-        for user in users {
-            self.mark(&user);
+        let channels: Vec<String> = self
+            .channels
+            .keys()
+            .filter(|c| !self.is_covered(c))
+            .cloned()
+            .collect();
+        for channel in channels {
+            self.mark(&channel);
         }
     }
 
@@ -176,23 +254,20 @@ impl Book {
         if !self.link_up || self.in_flight.is_some() {
             return None;
         }
-        if self.pattern {
-            if self.pattern_confirmed {
-                return None;
-            }
+        if self.covered.is_some() && !self.pattern_confirmed {
             self.in_flight = Some(Change::SubscribePattern);
             return self.in_flight.clone();
         }
-        while let Some(user) = self.dirty.pop_front() {
-            self.queued.remove(&user);
-            let wanted = self.users.contains_key(&user);
-            let confirmed = self.confirmed.contains(&user);
+        while let Some(channel) = self.dirty.pop_front() {
+            self.queued.remove(&channel);
+            let wanted = self.channels.contains_key(&channel);
+            let confirmed = self.confirmed.contains(&channel);
             let change = match (wanted, confirmed) {
-                (true, false) => Change::Subscribe(user),
+                (true, false) => Change::Subscribe(channel),
                 (false, true) => {
                     // Not confirmed from now on: a join meanwhile waits for a new SUBSCRIBE.
-                    self.confirmed.remove(&user);
-                    Change::Unsubscribe(user)
+                    self.confirmed.remove(&channel);
+                    Change::Unsubscribe(channel)
                 }
                 _ => continue,
             };
@@ -218,35 +293,32 @@ impl Book {
                     let _ = waiter.send(());
                 }
             }
-            Change::Subscribe(user) => {
-                self.confirmed.insert(user.clone());
-                match self.users.get_mut(&user) {
+            Change::Subscribe(channel) => {
+                self.confirmed.insert(channel.clone());
+                match self.channels.get_mut(&channel) {
                     Some(entry) => {
                         for waiter in entry.waiters.drain(..) {
                             let _ = waiter.send(());
                         }
                     }
-                    // Left while the SUBSCRIBE was on its way: unsubscribe it again.
-                    None => self.mark(&user),
+                    // Released while the SUBSCRIBE was on its way: unsubscribe it again.
+                    None => self.mark(&channel),
                 }
             }
-            Change::Unsubscribe(user) => {
-                // Joined again while the UNSUBSCRIBE was on its way: its join marked it.
-                debug_assert!(!self.users.contains_key(&user) || self.queued.contains(&user));
-            }
+            // Joined again while the UNSUBSCRIBE was on its way: that join marked it.
+            Change::Unsubscribe(_) => {}
         }
     }
 
+    /// Whether every wanted channel is confirmed and nothing else is (nothing left to do).
     #[cfg(test)]
-    /// Whether every wanted user is confirmed and nothing else is (nothing left to do).
     pub fn settled(&self) -> bool {
-        if self.pattern {
-            return self.pattern_confirmed && self.pattern_waiters.is_empty();
-        }
+        let uncovered = self.channels.keys().filter(|c| !self.is_covered(c));
         self.in_flight.is_none()
             && self.dirty.is_empty()
-            && self.confirmed.len() == self.users.len()
-            && self.users.keys().all(|u| self.confirmed.contains(u))
+            && (self.covered.is_none() || self.pattern_confirmed)
+            && self.confirmed.len() == uncovered.clone().count()
+            && uncovered.into_iter().all(|c| self.confirmed.contains(c))
     }
 }
 
@@ -254,8 +326,8 @@ impl Book {
 mod tests {
     //! Random interleavings of sessions and Redis events, replayed from seeds. A simulated
     //! Redis applies the relay's changes (or loses the connection instead); at the end,
-    //! with the link up and the relay run dry, Redis must hold exactly the users with
-    //! sessions, and no session may be left waiting.
+    //! with the link up and the relay run dry, Redis must hold exactly the channels some
+    //! session listens to, and no session may be left waiting.
 
     use super::*;
     use crate::queue;
@@ -263,11 +335,23 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeSet;
 
+    /// The pattern mode's prefix: user channels start with it, the broadcast channel not.
+    const USERS: &str = "u";
+    const BROADCAST: &str = "b:timedeals";
+
+    struct Session {
+        id: u64,
+        channels: Vec<String>,
+        _inbox: queue::Receiver<Delivery>,
+        sender: queue::Sender<Delivery>,
+    }
+
     struct World {
         book: Book,
+        pattern: bool,
         /// The channels the simulated Redis has on the current connection.
         redis: BTreeSet<String>,
-        sessions: Vec<(String, u64, queue::Receiver<Delivery>)>,
+        sessions: Vec<Session>,
         waiters: Vec<oneshot::Receiver<()>>,
         next_id: u64,
         /// A change sent to Redis whose answer has not been processed.
@@ -275,9 +359,10 @@ mod tests {
     }
 
     impl World {
-        fn new() -> World {
+        fn new(pattern: bool) -> World {
             World {
-                book: Book::new(false),
+                book: Book::new(pattern.then(|| USERS.to_owned())),
+                pattern,
                 redis: BTreeSet::new(),
                 sessions: Vec::new(),
                 waiters: Vec::new(),
@@ -286,19 +371,43 @@ mod tests {
             }
         }
 
-        fn join(&mut self, user: String) {
-            let (tx, rx) = queue::bounded(4, queue::one);
-            let id = self.next_id;
+        fn open(&mut self) -> usize {
+            let (sender, inbox) = queue::bounded(4, queue::one);
+            self.sessions.push(Session {
+                id: self.next_id,
+                channels: Vec::new(),
+                _inbox: inbox,
+                sender,
+            });
             self.next_id += 1;
-            if let Some(waiter) = self.book.join(&user, id, tx) {
-                self.waiters.push(waiter);
-            }
-            self.sessions.push((user, id, rx));
+            self.sessions.len() - 1
         }
 
-        fn leave(&mut self, index: usize) {
-            let (user, id, _) = self.sessions.swap_remove(index);
-            self.book.leave(&user, id);
+        fn join(&mut self, index: usize, channel: &str) {
+            let session = &mut self.sessions[index];
+            let sender = session.sender.clone();
+            let waiter = self
+                .book
+                .join(channel, Source::User, session.id, move || sender);
+            if !session.channels.iter().any(|c| c == channel) {
+                session.channels.push(channel.to_owned());
+            }
+            self.waiters.extend(waiter);
+        }
+
+        fn leave(&mut self, index: usize, channel: usize) {
+            let session = &mut self.sessions[index];
+            if session.channels.is_empty() {
+                return;
+            }
+            let channel = session.channels.remove(channel % session.channels.len());
+            self.book.leave(&channel, session.id);
+        }
+
+        /// A slow consumer: the hub drops the session from every channel.
+        fn drop_session(&mut self, index: usize) {
+            let session = self.sessions.swap_remove(index);
+            self.book.drop_session(session.id);
         }
 
         /// The relay sends the next change to Redis (Redis applies it at once).
@@ -308,13 +417,15 @@ mod tests {
             }
             if let Some(change) = self.book.next_change() {
                 match &change {
-                    Change::Subscribe(user) => {
-                        self.redis.insert(user.clone());
+                    Change::Subscribe(channel) => {
+                        self.redis.insert(channel.clone());
                     }
-                    Change::Unsubscribe(user) => {
-                        self.redis.remove(user);
+                    Change::Unsubscribe(channel) => {
+                        self.redis.remove(channel);
                     }
-                    Change::SubscribePattern => unreachable!(),
+                    Change::SubscribePattern => {
+                        self.redis.insert(format!("{USERS}*"));
+                    }
                 }
                 self.sent = Some(change);
             }
@@ -345,29 +456,41 @@ mod tests {
             }
             panic!("the relay never ran dry");
         }
+
+        /// What Redis must hold: every channel a session listens to (outside the pattern).
+        fn wanted(&self) -> BTreeSet<String> {
+            let mut wanted: BTreeSet<String> = self
+                .sessions
+                .iter()
+                .flat_map(|s| s.channels.iter().cloned())
+                .filter(|c| !(self.pattern && c.starts_with(USERS)))
+                .collect();
+            if self.pattern {
+                wanted.insert(format!("{USERS}*"));
+            }
+            wanted
+        }
     }
 
-    fn run(seed: u64, steps: usize) {
+    fn run(seed: u64, steps: usize, pattern: bool) {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut world = World::new();
+        let mut world = World::new(pattern);
         world.book.link_up();
         for _ in 0..steps {
+            let sessions = world.sessions.len();
             match rng.random_range(0..100) {
-                0..30 => world.join(format!("u{}", rng.random_range(0..6))),
-                30..55 if !world.sessions.is_empty() => {
-                    let i = rng.random_range(0..world.sessions.len());
-                    world.leave(i);
+                0..20 => {
+                    let index = world.open();
+                    world.join(index, &format!("{USERS}{}", rng.random_range(0..6)));
                 }
-                // A slow consumer: the hub drops the session itself.
-                55..62 if !world.sessions.is_empty() => {
-                    let i = rng.random_range(0..world.sessions.len());
-                    let (user, id, _) = &world.sessions[i];
-                    let (user, id) = (user.clone(), *id);
-                    world.book.leave(&user, id);
-                    world.sessions.swap_remove(i);
+                20..28 if sessions > 0 => world.join(rng.random_range(0..sessions), BROADCAST),
+                28..50 if sessions > 0 => {
+                    let channel = rng.random_range(0..2);
+                    world.leave(rng.random_range(0..sessions), channel);
                 }
-                62..80 => world.send(),
-                80..95 => world.answer(),
+                50..60 if sessions > 0 => world.drop_session(rng.random_range(0..sessions)),
+                60..78 => world.send(),
+                78..95 => world.answer(),
                 95..98 => world.lose_link(),
                 _ if !world.book.is_link_up() => world.book.link_up(),
                 _ => {}
@@ -378,15 +501,15 @@ mod tests {
         }
         world.relay_until_dry();
 
-        let wanted: BTreeSet<String> = world.sessions.iter().map(|(u, ..)| u.clone()).collect();
         assert_eq!(
-            world.redis, wanted,
-            "seed {seed}: Redis holds the wanted users"
+            world.redis,
+            world.wanted(),
+            "seed {seed}: Redis holds the wanted channels"
         );
         assert!(world.book.settled(), "seed {seed}: the book is settled");
         assert_eq!(world.book.waiting(), 0, "seed {seed}: nobody waits");
         for mut waiter in world.waiters {
-            // Answered (subscribed) or dropped (the user left): never pending.
+            // Answered (subscribed) or dropped (the channel was released): never pending.
             assert_ne!(
                 waiter.try_recv(),
                 Err(oneshot::error::TryRecvError::Empty),
@@ -396,24 +519,32 @@ mod tests {
     }
 
     #[test]
-    fn any_interleaving_ends_with_exactly_the_users_with_sessions_subscribed() {
+    fn any_interleaving_ends_with_exactly_the_wanted_channels_subscribed() {
         for seed in 0..2_000 {
-            run(seed, 200);
+            run(seed, 200, false);
         }
     }
 
     #[test]
-    fn a_leave_racing_a_join_of_the_same_user_ends_subscribed() {
-        // Tab reload: the old session leaves while the SUBSCRIBE of ... is in flight, and
-        // the UNSUBSCRIBE of the old one is in flight when the new tab joins.
-        let mut world = World::new();
+    fn any_interleaving_in_pattern_mode_ends_with_the_pattern_and_the_broadcast() {
+        for seed in 0..1_000 {
+            run(seed, 200, true);
+        }
+    }
+
+    #[test]
+    fn a_leave_racing_a_join_of_the_same_channel_ends_subscribed() {
+        // Tab reload: the old tab's UNSUBSCRIBE is on its way when the new tab joins.
+        let mut world = World::new(false);
         world.book.link_up();
-        world.join("u".into());
+        let old = world.open();
+        world.join(old, "u1");
         world.relay_until_dry();
-        world.leave(0);
-        world.send(); // UNSUBSCRIBE u on its way
-        assert!(!world.redis.is_empty() || world.sent.is_some());
-        world.join("u".into()); // the new tab, before Redis answered
+        world.leave(old, 0);
+        world.send();
+        assert!(matches!(world.sent, Some(Change::Unsubscribe(_))));
+        let new = world.open();
+        world.join(new, "u1"); // before Redis answered
         assert_eq!(
             world.book.waiting(),
             1,
@@ -421,30 +552,45 @@ mod tests {
         );
         world.answer();
         world.relay_until_dry();
-        assert_eq!(world.redis, BTreeSet::from(["u".to_owned()]));
+        assert_eq!(world.redis, BTreeSet::from(["u1".to_owned()]));
         assert_eq!(world.book.waiting(), 0);
     }
 
     #[test]
-    fn a_users_last_session_dropped_as_slow_unsubscribes_it() {
-        let mut world = World::new();
+    fn a_slow_consumer_is_dropped_from_every_channel_and_its_queue_closes() {
+        let mut world = World::new(false);
         world.book.link_up();
-        world.join("u".into());
+        let index = world.open();
+        world.join(index, "u1");
+        world.join(index, BROADCAST);
         world.relay_until_dry();
-        let (user, id, _) = &world.sessions[0];
-        let (user, id) = (user.clone(), *id);
-        assert!(world.book.leave(&user, id), "the relay has work");
-        world.sessions.clear();
+        let session = world.sessions.swap_remove(index);
+        drop(session.sender); // the test's own handle
+        assert!(world.book.drop_session(session.id), "the relay has work");
         world.relay_until_dry();
-        assert!(world.redis.is_empty());
+        assert!(world.redis.is_empty(), "{:?}", world.redis);
+        let mut inbox = session._inbox;
+        assert!(inbox.try_recv().is_none());
+        assert!(
+            tokio_test_block_on(inbox.recv()).is_none(),
+            "the session's inbox has ended"
+        );
+    }
+
+    fn tokio_test_block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 
     #[test]
-    fn a_new_connection_resubscribes_every_wanted_user_once() {
-        let mut world = World::new();
+    fn a_new_connection_resubscribes_every_wanted_channel_once() {
+        let mut world = World::new(false);
         world.book.link_up();
-        for user in ["a", "b", "a"] {
-            world.join(user.into());
+        for channel in ["a", "b", "a"] {
+            let index = world.open();
+            world.join(index, channel);
         }
         world.relay_until_dry();
         world.lose_link();

@@ -2,28 +2,33 @@
 //!
 //! Per-user mode (default): the instance subscribes to `notification:{userId}` while the
 //! user has a session here, so a message reaches only the instances that need it. Pattern
-//! mode: one `PSUBSCRIBE notification:*`, as the seed does.
+//! mode: one `PSUBSCRIBE notification:*`, as the seed does. Broadcast channels (time deals)
+//! are subscribed while some session here listens to them, in either mode.
 //!
-//! [`book`] keeps the state (sessions by user; channels wanted and confirmed) and decides
-//! what to ask Redis; [`relay`] is the one task that talks to Redis. Sessions never wait on
-//! Redis longer than a first join's `SUBSCRIBE_WAIT`: joining and leaving only change the
-//! book, so they return even while Redis is away, and the relay brings Redis in line when
-//! it can.
+//! [`book`] keeps the state (sessions and the channels they listen to; channels wanted and
+//! confirmed) and decides what to ask Redis; [`relay`] is the one task that talks to Redis;
+//! [`fanout`] hands broadcast messages to their (possibly tens of thousands of) sessions
+//! off the relay task, so a broadcast never holds up personal notifications. Sessions never
+//! wait on Redis longer than a first join's `SUBSCRIBE_WAIT`: joining and leaving only
+//! change the book, so they return even while Redis is away, and the relay brings Redis in
+//! line when it can.
 //!
-//! Backpressure: each session has a bounded queue (`session_queue` messages). A message
-//! that finds it full drops the session from the hub (its queue closes and the session
-//! ends as a slow consumer, counted; its user's channel is released if it was the last);
-//! memory never grows with a stalled client. The relay reconnects to Redis with capped
-//! backoff and resubscribes; sessions stay up meanwhile.
+//! Backpressure: each session has one bounded queue (`session_queue` messages) for all its
+//! channels. A message that finds it full drops the session from the hub (its queue closes
+//! and the session ends as a slow consumer, counted; channels left without sessions are
+//! released); memory never grows with a stalled client. Broadcasts wait in a bounded queue
+//! of their own (`FANOUT_QUEUE`). The relay reconnects to Redis with capped backoff and
+//! resubscribes; sessions stay up meanwhile.
 
 mod book;
+mod fanout;
 mod relay;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use shared::channel::Channels;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -44,13 +49,23 @@ pub enum SubscribeMode {
 /// A session's end of the relay: notification JSON, in order.
 pub type Inbox = queue::Receiver<Delivery>;
 
-/// One notification on its way to a session.
+/// What kind of channel a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The user's own channel: notifications, and state events.
+    User,
+    /// A broadcast channel (time deals).
+    Broadcast,
+}
+
+/// One message on its way to a session.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The notification JSON, shared by the user's sessions.
+    /// The JSON as published, shared by every session it goes to.
     pub json: Arc<str>,
     /// When the relay received it from Redis (for the delivery latency metric).
     pub received: Instant,
+    pub source: Source,
 }
 
 /// How long a first session waits for its user's Redis subscription before going on.
@@ -64,14 +79,19 @@ pub struct HubMetrics {
     pub redis_reconnects: IntCounter,
     /// Channels (or the pattern) the current Redis connection has confirmed.
     pub subscriptions: IntGauge,
+    /// Broadcast messages handed to sessions.
+    pub broadcast_deliveries: IntCounter,
+    /// Time spent handing broadcast messages to their sessions.
+    pub fanout_seconds: Histogram,
 }
 
-/// Sessions by user, and the Redis relay feeding them.
+/// Sessions, the channels they listen to, and the Redis relay feeding them.
 #[derive(Clone)]
 pub struct Hub {
     book: Arc<Mutex<Book>>,
     /// Wakes the relay: the book has changes for Redis.
     wake: Arc<Notify>,
+    fanout: tokio::sync::mpsc::Sender<fanout::Job>,
     next_session: Arc<AtomicU64>,
     session_queue: usize,
     metrics: HubMetrics,
@@ -80,25 +100,30 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the relay task; it runs until `shutdown`.
+    /// Starts the relay and fan-out tasks; they run until `shutdown`.
     pub fn start(
         redis_url: &str,
-        channels: Channels,
+        channels: &Channels,
         mode: SubscribeMode,
         session_queue: usize,
         metrics: HubMetrics,
         shutdown: CancellationToken,
     ) -> redis::RedisResult<Hub> {
         let client = redis::Client::open(redis_url)?;
+        let covered = (mode == SubscribeMode::Pattern).then(|| channels.user_prefix().to_owned());
+        let (fanout, jobs) = tokio::sync::mpsc::channel(fanout::FANOUT_QUEUE);
         let hub = Hub {
-            book: Arc::new(Mutex::new(Book::new(mode == SubscribeMode::Pattern))),
+            book: Arc::new(Mutex::new(Book::new(covered))),
             wake: Arc::default(),
+            fanout,
             next_session: Arc::new(AtomicU64::new(1)),
             session_queue,
             metrics,
             ready: Arc::default(),
         };
-        tokio::spawn(relay::run(hub.clone(), client, channels, shutdown));
+        let pattern = (mode == SubscribeMode::Pattern).then(|| channels.pattern());
+        tokio::spawn(relay::run(hub.clone(), client, pattern, shutdown.clone()));
+        tokio::spawn(fanout::run(hub.clone(), jobs, shutdown));
         Ok(hub)
     }
 
@@ -116,13 +141,18 @@ impl Hub {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Registers session `id` of `user`; returns its inbox. When the user's channel is not
-    /// subscribed yet, it returns once Redis has confirmed it (or after `SUBSCRIBE_WAIT`
-    /// while Redis is away), so what is published after SUBSCRIBE's RECEIPT reaches the
-    /// session.
-    pub async fn join(&self, user: &str, id: u64) -> Inbox {
-        let (sender, inbox) = queue::bounded(self.session_queue, queue::one);
-        let waiter = self.book().join(user, id, sender);
+    /// Adds session `id` to `channel`. The session's first join creates its inbox (one
+    /// for all its channels) and returns it; later joins return `None`. When the channel is
+    /// not subscribed yet, it returns once Redis has confirmed it (or after
+    /// `SUBSCRIBE_WAIT` while Redis is away), so what is published after SUBSCRIBE's
+    /// RECEIPT reaches the session.
+    pub async fn join(&self, channel: &str, source: Source, id: u64) -> Option<Inbox> {
+        let mut inbox = None;
+        let waiter = self.book().join(channel, source, id, || {
+            let (sender, receiver) = queue::bounded(self.session_queue, queue::one);
+            inbox = Some(receiver);
+            sender
+        });
         if let Some(waiter) = waiter {
             self.wake.notify_one();
             let _ = tokio::time::timeout(SUBSCRIBE_WAIT, waiter).await;
@@ -130,40 +160,59 @@ impl Hub {
         inbox
     }
 
-    /// Removes session `id` of `user` (idempotent); never waits.
-    pub fn leave(&self, user: &str, id: u64) {
-        if self.book().leave(user, id) {
+    /// Removes session `id` from `channel` (idempotent); never waits. Once a session has
+    /// left its last channel, its inbox ends.
+    pub fn leave(&self, channel: &str, id: u64) {
+        if self.book().leave(channel, id) {
             self.wake.notify_one();
         }
     }
 
-    /// Hands `json` to every session of `user`; a full queue drops that session.
-    fn deliver(&self, user: &str, json: Arc<str>) {
-        let received = Instant::now();
-        let mut book = self.book();
-        let Some(entry) = book.user_mut(user) else {
-            return;
-        };
-        let delivery = Delivery { json, received };
-        let mut dropped = Vec::new();
-        for (id, sender) in &entry.sessions {
-            match sender.try_send(delivery.clone()) {
-                Ok(()) => self.metrics.delivered.inc(),
-                Err(queue::SendError::Full(_)) => {
-                    self.metrics.slow_consumers.inc();
-                    dropped.push(*id);
-                }
-                Err(queue::SendError::Closed(_)) => dropped.push(*id),
-            }
-        }
-        let mut wake = false;
-        for id in dropped {
-            // Dropping the sender closes the session's inbox: it ends as a slow consumer.
-            wake |= book.leave(user, id);
-        }
-        drop(book);
-        if wake {
+    /// Drops slow session `id` from every channel: its inbox ends.
+    fn drop_slow(&self, id: u64) {
+        self.metrics.slow_consumers.inc();
+        if self.book().drop_session(id) {
             self.wake.notify_one();
         }
+    }
+
+    /// Hands `json` from `channel` to its sessions: a user channel's at once, a broadcast
+    /// channel's through the fan-out task. A full queue drops that session.
+    async fn deliver(&self, channel: &str, json: Arc<str>) {
+        if let Some(job) = self.deliver_now(channel, json) {
+            // Waits only when FANOUT_QUEUE broadcasts are already pending.
+            let _ = self.fanout.send(job).await;
+        }
+    }
+
+    /// Hands a user channel's message to its sessions; a broadcast comes back as a job
+    /// for the fan-out task.
+    fn deliver_now(&self, channel: &str, json: Arc<str>) -> Option<fanout::Job> {
+        let received = Instant::now();
+        let book = self.book();
+        let (source, listeners) = book.listeners(channel)?;
+        let delivery = Delivery {
+            json,
+            received,
+            source,
+        };
+        if source == Source::Broadcast {
+            let sessions = listeners.map(|(id, s)| (id, s.clone())).collect();
+            return Some(fanout::Job { delivery, sessions });
+        }
+        let mut slow = Vec::new();
+        for (id, sender) in listeners {
+            match sender.try_send(delivery.clone()) {
+                Ok(()) => self.metrics.delivered.inc(),
+                Err(queue::SendError::Full(_)) => slow.push(id),
+                // The session is ending; it leaves on its own.
+                Err(queue::SendError::Closed(_)) => {}
+            }
+        }
+        drop(book);
+        for id in slow {
+            self.drop_slow(id);
+        }
+        None
     }
 }

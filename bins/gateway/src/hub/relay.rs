@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use shared::backoff::Backoff;
-use shared::channel::Channels;
 use tokio_util::sync::CancellationToken;
 
 use super::Hub;
@@ -25,10 +24,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// hold up delivery.
 const MESSAGES_PER_CHANGE: usize = 64;
 
+/// `pattern`: pattern mode's `PSUBSCRIBE` pattern.
 pub(super) async fn run(
     hub: Hub,
     client: redis::Client,
-    channels: Channels,
+    pattern: Option<String>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_CAP);
@@ -45,7 +45,15 @@ pub(super) async fn run(
                 }
                 connected_once = true;
                 let (sink, stream) = pubsub.split();
-                let lost = serve(&hub, &channels, sink, stream, &shutdown, &mut backoff).await;
+                let lost = serve(
+                    &hub,
+                    pattern.as_deref(),
+                    sink,
+                    stream,
+                    &shutdown,
+                    &mut backoff,
+                )
+                .await;
                 hub.ready.store(false, Ordering::Relaxed);
                 hub.book().link_down();
                 hub.metrics.subscriptions.set(0);
@@ -67,7 +75,7 @@ pub(super) async fn run(
 /// Runs one connection until it fails (the reason) or shutdown (`None`).
 async fn serve(
     hub: &Hub,
-    channels: &Channels,
+    pattern: Option<&str>,
     mut sink: PubSubSink,
     mut stream: PubSubStream,
     shutdown: &CancellationToken,
@@ -78,7 +86,7 @@ async fn serve(
         // Messages that are already here go first, a bounded number of them.
         for _ in 0..MESSAGES_PER_CHANGE {
             match stream.next().now_or_never() {
-                Some(Some(message)) => relay_message(hub, channels, &message),
+                Some(Some(message)) => relay_message(hub, &message).await,
                 Some(None) => return Some("connection closed".into()),
                 None => break,
             }
@@ -94,7 +102,7 @@ async fn serve(
                 _ = shutdown.cancelled() => return None,
                 _ = hub.wake.notified() => continue,
                 message = stream.next() => match message {
-                    Some(message) => relay_message(hub, channels, &message),
+                    Some(message) => relay_message(hub, &message).await,
                     None => return Some("connection closed".into()),
                 },
             }
@@ -102,9 +110,9 @@ async fn serve(
         };
         let request = async {
             match &change {
-                Change::Subscribe(user) => sink.subscribe(channels.for_user(user)).await,
-                Change::Unsubscribe(user) => sink.unsubscribe(channels.for_user(user)).await,
-                Change::SubscribePattern => sink.psubscribe(channels.pattern()).await,
+                Change::Subscribe(channel) => sink.subscribe(channel).await,
+                Change::Unsubscribe(channel) => sink.unsubscribe(channel).await,
+                Change::SubscribePattern => sink.psubscribe(pattern.unwrap_or_default()).await,
             }
         };
         let answer = tokio::select! {
@@ -126,12 +134,10 @@ async fn serve(
     }
 }
 
-fn relay_message(hub: &Hub, channels: &Channels, message: &redis::Msg) {
-    let Some(user) = channels.user_of(message.get_channel_name()) else {
-        return;
-    };
+async fn relay_message(hub: &Hub, message: &redis::Msg) {
     let Ok(json) = std::str::from_utf8(message.get_payload_bytes()) else {
         return;
     };
-    hub.deliver(user, Arc::from(json));
+    hub.deliver(message.get_channel_name(), Arc::from(json))
+        .await;
 }

@@ -1,10 +1,13 @@
 //! The transport-independent STOMP connection: one task per client drives the [`Session`].
 //!
 //! It decodes client bytes (from whichever transport), executes the session's actions
-//! (authenticate, join the hub, send frames), relays the user's notifications from the hub
-//! inbox, sends STOMP heart-beats and closes silent, slow or timed-out clients. Output goes
-//! to the transport through an [`Outlet`] bounded in bytes; output that does not fit within
-//! `send_timeout` ends the connection.
+//! (authenticate, subscribe: [`listen`], mark read: [`read`], send frames), relays what the
+//! hub delivers to the session's subscriptions, sends STOMP heart-beats and closes silent,
+//! slow, expired or timed-out clients. Output goes to the transport through an [`Outlet`]
+//! bounded in bytes; output that does not fit within `send_timeout` ends the connection.
+
+mod listen;
+mod read;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -12,13 +15,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::{Instant, sleep_until};
 
-use crate::hub::Inbox;
 pub use crate::outlet::{End, ToClient};
 use crate::outlet::{Outlet, SendError};
 use crate::queue;
 use crate::session::{Action, Session};
 use crate::state::AppState;
 use crate::stomp::{Command, Decoder, Frame, Item, encode};
+use listen::{Failed, Listening};
 
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 
@@ -35,8 +38,7 @@ pub async fn run(
     let decoder_limits = Decoder::new(app.limits.max_frame_bytes, app.limits.max_headers);
     let mut decoder = decoder_limits;
     let mut buffer = BytesMut::new();
-    let mut inbox: Option<Inbox> = None;
-    let mut joined_user: Option<String> = None;
+    let mut listening = Listening::new(id);
     let first_frame_deadline = Instant::now() + app.limits.first_frame_timeout;
     let mut last_heard = Instant::now();
     let mut next_beat = Instant::now() + FAR_FUTURE;
@@ -45,7 +47,6 @@ pub async fn run(
     // When the credentials expire (a JWT's `exp`), if sessions close then.
     let mut expiry: Option<Instant> = None;
     let mut expired = false;
-    let message_frames = app.metrics.frames_out.with_label_values(&["MESSAGE"]);
     app.metrics.sessions.with_label_values(&[transport]).inc();
 
     let end = 'conn: loop {
@@ -84,15 +85,12 @@ pub async fn run(
                     }
                 }
             }
-            delivered = async { inbox.as_mut().expect("guarded").recv().await }, if inbox.is_some() => {
+            delivered = async { listening.inbox.as_mut().expect("guarded").recv().await },
+                if listening.inbox.is_some() => {
                 let Some(delivery) = delivered else { break End::SlowConsumer };
                 // The hot path: each MESSAGE is written straight to its wire text.
-                for index in 0..session.subscriptions().len() {
-                    let text = session.message_text(index, &delivery.json);
-                    message_frames.inc();
-                    if let Err(end) = send(&to_client, text, send_timeout).await {
-                        break 'conn end;
-                    }
+                if let Err(end) = listening.deliver(&mut session, &to_client, &app, &delivery).await {
+                    break 'conn end;
                 }
                 app.metrics
                     .delivery_latency
@@ -154,18 +152,36 @@ pub async fn run(
                     };
                     actions.extend(more);
                 }
-                Action::Subscribe { user, .. } => {
-                    if joined_user.is_none() {
-                        inbox = Some(Box::pin(app.hub.join(&user, id)).await);
-                        joined_user = Some(user);
+                Action::Subscribe {
+                    id: subscription,
+                    target,
+                    last_id,
+                } => {
+                    // Boxed, as authentication is: a join, a recovery or a snapshot runs once.
+                    let subscribed = Box::pin(listening.subscribe(
+                        &app,
+                        &mut session,
+                        &to_client,
+                        &subscription,
+                        target,
+                        last_id,
+                    ))
+                    .await;
+                    match subscribed {
+                        Ok(()) => {}
+                        Err(Failed::End(end)) => break 'conn end,
+                        Err(Failed::Error(reason)) => actions = session.abort(reason).into(),
                     }
                 }
-                Action::Unsubscribe { .. } => {
-                    if session.subscriptions().is_empty() {
-                        if let Some(user) = joined_user.take() {
-                            app.hub.leave(&user, id);
-                            inbox = None;
+                Action::Unsubscribe { .. } => listening.unsubscribed(&app, &session),
+                Action::MarkRead { request, receipt } => {
+                    let user = session.user().unwrap_or_default().to_owned();
+                    match Box::pin(read::mark(&app, &user, request)).await {
+                        Ok(()) => {
+                            let receipt = receipt.map(|r| Action::Send(session.receipt(&r)));
+                            actions.extend(receipt);
                         }
+                        Err(reason) => actions = session.abort(reason).into(),
                     }
                 }
                 Action::Close => {
@@ -179,9 +195,7 @@ pub async fn run(
         }
     };
 
-    if let Some(user) = joined_user.take() {
-        app.hub.leave(&user, id);
-    }
+    listening.leave_all(&app);
     to_client.close(end);
     app.metrics.sessions.with_label_values(&[transport]).dec();
     app.metrics.closes.with_label_values(&[end.label()]).inc();
@@ -238,16 +252,28 @@ mod tests {
             redis::aio::ConnectionManagerConfig::new(),
         )
         .unwrap();
+        let channels = shared::channel::Channels::new("notification:");
         AppState {
             hub: Hub::start(
                 unreachable,
-                shared::channel::Channels::new("notification:"),
+                &channels,
                 SubscribeMode::PerUser,
                 16,
                 metrics.hub.clone(),
                 shutdown.clone(),
             )
             .unwrap(),
+            sync: crate::sync::Sync {
+                inbox: None,
+                events: crate::sync::events::Publisher::new(
+                    redis.clone(),
+                    channels.clone(),
+                    metrics.state_events.clone(),
+                ),
+                recovery_max: 500,
+                zone: shared::time::Zone::utc(),
+            },
+            channels,
             auth: Authenticator::new(
                 redis,
                 JwtKeys::parse(&format!("k={SECRET}")).unwrap(),

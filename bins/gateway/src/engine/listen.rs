@@ -1,0 +1,225 @@
+//! What one session listens to: the hub channels it joined (the user's own channel for its
+//! notification and state subscriptions, the time-deal channel for `/topic/timedeals`),
+//! its inbox, and what a recovery sent. Subscribing joins the channel first (Redis
+//! confirms it), then recovers from the store or sends the state SNAPSHOT, so nothing falls
+//! between the store and the live stream.
+
+use shared::channel::{Channels, TIMEDEALS, is_state_event};
+use shared::inbox::InboxError;
+use tokio::time::Instant;
+
+use super::{End, send};
+use crate::destination::Target;
+use crate::hub::{Delivery, Inbox, Source};
+use crate::outlet::Outlet;
+use crate::session::Session;
+use crate::state::AppState;
+use crate::sync::events::StateEvent;
+use crate::sync::recovery::{Recent, TRUNCATED_HEADER};
+
+/// The session's channels and inbox; empty (and small) until it subscribes.
+pub(super) struct Listening {
+    /// The session's id in the hub.
+    id: u64,
+    pub inbox: Option<Inbox>,
+    personal: Option<String>,
+    broadcast: Option<String>,
+    recent: Option<Box<Recent>>,
+}
+
+/// Why subscribing did not complete.
+pub(super) enum Failed {
+    /// The connection is over.
+    End(End),
+    /// The client gets an ERROR with this message, then the connection closes.
+    Error(&'static str),
+}
+
+impl Listening {
+    pub fn new(id: u64) -> Listening {
+        Listening {
+            id,
+            inbox: None,
+            personal: None,
+            broadcast: None,
+            recent: None,
+        }
+    }
+
+    /// The session subscribed `subscription` to `target`: join its channel and
+    /// send what the subscription starts with.
+    pub async fn subscribe(
+        &mut self,
+        app: &AppState,
+        session: &mut Session,
+        to_client: &Outlet,
+        subscription: &str,
+        target: Target,
+        last_id: Option<i64>,
+    ) -> Result<(), Failed> {
+        let user = session.user().map(str::to_owned);
+        let (slot, channel, source) = match (target.is_personal(), &user) {
+            (true, Some(user)) => {
+                if !Channels::is_user_id(user) {
+                    return Err(Failed::Error("Invalid user id"));
+                }
+                (
+                    &mut self.personal,
+                    app.channels.for_user(user),
+                    Source::User,
+                )
+            }
+            (true, None) => return Err(Failed::Error("Authentication required")),
+            (false, _) => (
+                &mut self.broadcast,
+                app.channels.broadcast(TIMEDEALS),
+                Source::Broadcast,
+            ),
+        };
+        if slot.is_none() {
+            let created = app.hub.join(&channel, source, self.id).await;
+            *slot = Some(channel);
+            match (created, &self.inbox) {
+                (Some(inbox), None) => self.inbox = Some(inbox),
+                // The hub dropped this session's queue (a slow consumer) meanwhile.
+                (Some(_), Some(_)) => return Err(Failed::End(End::SlowConsumer)),
+                (None, _) => {}
+            }
+        }
+        let (Some(user), Some(inbox)) = (user, app.sync.inbox.as_ref()) else {
+            // Without the store there is nothing to recover and no count to show.
+            return Ok(());
+        };
+        match (target, last_id) {
+            (Target::Notifications, Some(last_id)) => {
+                let found = inbox
+                    .since(&user, last_id, app.sync.recovery_max.saturating_add(1))
+                    .await;
+                let rows = found.map_err(failed("recovery"))?;
+                let truncated = rows.len() > app.sync.recovery_max as usize;
+                let rows = &rows[rows.len().saturating_sub(app.sync.recovery_max as usize)..];
+                app.metrics.recoveries.inc();
+                app.metrics.recovered.inc_by(rows.len() as u64);
+                if truncated {
+                    app.metrics.recoveries_truncated.inc();
+                }
+                for (n, row) in rows.iter().enumerate() {
+                    let json = row.to_json(&app.sync.zone);
+                    let extra = (n == 0 && truncated).then_some(TRUNCATED_HEADER);
+                    self.send_to(session, to_client, app, Target::Notifications, &json, extra)
+                        .await
+                        .map_err(Failed::End)?;
+                }
+                self.recent = Some(Box::new(Recent::new(
+                    rows.iter().map(|r| r.id).collect(),
+                    Instant::now(),
+                )));
+            }
+            (Target::State, _) => {
+                let unread = inbox
+                    .unread_count(&user)
+                    .await
+                    .map_err(failed("snapshot"))?;
+                let json = StateEvent::Snapshot { unread }.to_json();
+                let index = session
+                    .subscriptions()
+                    .iter()
+                    .position(|s| s.id == subscription);
+                if let Some(index) = index {
+                    let text = session.message_text(index, &json);
+                    send(to_client, text, app.limits.send_timeout)
+                        .await
+                        .map_err(Failed::End)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A subscription ended: leave the channels no remaining subscription needs.
+    pub fn unsubscribed(&mut self, app: &AppState, session: &Session) {
+        let remaining = session.subscriptions();
+        if !remaining.iter().any(|s| s.target.is_personal()) {
+            if let Some(channel) = self.personal.take() {
+                app.hub.leave(&channel, self.id);
+                self.recent = None;
+            }
+        }
+        if !remaining.iter().any(|s| s.target == Target::TimeDeals) {
+            if let Some(channel) = self.broadcast.take() {
+                app.hub.leave(&channel, self.id);
+            }
+        }
+        if self.personal.is_none() && self.broadcast.is_none() {
+            // The hub dropped the queue's sender with the last channel.
+            self.inbox = None;
+        }
+    }
+
+    /// The session ended: leave every channel.
+    pub fn leave_all(&mut self, app: &AppState) {
+        for channel in [self.personal.take(), self.broadcast.take()]
+            .into_iter()
+            .flatten()
+        {
+            app.hub.leave(&channel, self.id);
+        }
+    }
+
+    /// Hands a delivery to the subscriptions it is for: a user channel's notification to
+    /// the notification subscriptions (unless the recovery sent it already), its state
+    /// event to the state subscriptions, a broadcast to the time-deal subscriptions.
+    pub async fn deliver(
+        &mut self,
+        session: &mut Session,
+        to_client: &Outlet,
+        app: &AppState,
+        delivery: &Delivery,
+    ) -> Result<(), End> {
+        let target = match delivery.source {
+            Source::Broadcast => Target::TimeDeals,
+            Source::User if is_state_event(&delivery.json) => Target::State,
+            Source::User => Target::Notifications,
+        };
+        if target == Target::Notifications {
+            if let Some(recent) = &self.recent {
+                if recent.expired(delivery.received) {
+                    self.recent = None;
+                } else if recent.sent(&delivery.json) {
+                    return Ok(());
+                }
+            }
+        }
+        self.send_to(session, to_client, app, target, &delivery.json, None)
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        session: &mut Session,
+        to_client: &Outlet,
+        app: &AppState,
+        target: Target,
+        json: &str,
+        extra: Option<(&str, &str)>,
+    ) -> Result<(), End> {
+        for index in 0..session.subscriptions().len() {
+            if session.subscriptions()[index].target != target {
+                continue;
+            }
+            let text = session.message_text_with(index, json, extra);
+            app.metrics.messages_out.inc();
+            send(to_client, text, app.limits.send_timeout).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A store failure during `what`: logged; the client is told to reconnect.
+fn failed(what: &'static str) -> impl Fn(InboxError) -> Failed {
+    move |err| {
+        tracing::warn!(%err, what, "store unavailable for a subscription");
+        Failed::Error("The notification store is unavailable; reconnect later")
+    }
+}
