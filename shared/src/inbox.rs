@@ -330,6 +330,7 @@ impl Inbox {
         }
         let changed = query.fetch_all(&mut *tx).await?;
         if !changed.is_empty() {
+            let list = vec!["?"; changed.len()].join(", ");
             let update = format!(
                 "UPDATE notifications SET status = 'READ', read_at = ? \
                  WHERE user_id = ? AND status = 'UNREAD' AND id IN ({list})"

@@ -61,6 +61,10 @@ pub struct GatewayConfig {
     #[arg(long = "recovery-max", env = "WS_RECOVERY_MAX", default_value_t = 500)]
     pub recovery_max: u32,
 
+    /// Tests only: awaited around each recovery's store query (not configurable).
+    #[arg(skip)]
+    pub recovery_hook: Option<crate::sync::recovery::Hook>,
+
     /// How this instance hears Redis: only its users' channels, or every channel.
     #[arg(long = "redis-subscribe", env = "REDIS_SUBSCRIBE", value_enum, default_value_t = SubscribeMode::PerUser)]
     pub subscribe_mode: SubscribeMode,
@@ -209,6 +213,7 @@ impl GatewayConfig {
                 time_zone: shared::time::Zone::utc(),
             },
             recovery_max: 500,
+            recovery_hook: None,
             subscribe_mode: SubscribeMode::PerUser,
             jwt_keys: String::new(),
             jwt_leeway_secs: auth::jwt::DEFAULT_LEEWAY_SECS,
@@ -262,6 +267,7 @@ impl fmt::Debug for GatewayConfig {
             rest_auth,
             display,
             recovery_max,
+            recovery_hook,
             subscribe_mode,
             jwt_keys,
             jwt_leeway_secs,
@@ -293,6 +299,7 @@ impl fmt::Debug for GatewayConfig {
             .field("rest_auth", rest_auth)
             .field("display", display)
             .field("recovery_max", recovery_max)
+            .field("recovery_hook", recovery_hook)
             .field("subscribe_mode", subscribe_mode)
             .field("jwt_keys", jwt_keys)
             .field("jwt_leeway_secs", jwt_leeway_secs)

@@ -134,6 +134,7 @@ impl Gateway {
             ),
             recovery_max: config.recovery_max,
             zone: config.display.time_zone,
+            recovery_hook: config.recovery_hook.clone(),
         };
         let api = Arc::new(ApiState {
             sync: sync.clone(),

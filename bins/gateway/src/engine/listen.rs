@@ -15,7 +15,7 @@ use crate::outlet::Outlet;
 use crate::session::Session;
 use crate::state::AppState;
 use crate::sync::events::StateEvent;
-use crate::sync::recovery::{Recent, TRUNCATED_HEADER};
+use crate::sync::recovery::{Phase, Recent, TRUNCATED_HEADER};
 
 /// The session's channels and inbox; empty (and small) until it subscribes.
 pub(super) struct Listening {
@@ -92,10 +92,17 @@ impl Listening {
         };
         match (target, last_id) {
             (Target::Notifications, Some(last_id)) => {
+                let hook = app.sync.recovery_hook.as_ref();
+                if let Some(hook) = hook {
+                    hook.reached(Phase::BeforeQuery).await;
+                }
                 let found = inbox
                     .since(&user, last_id, app.sync.recovery_max.saturating_add(1))
                     .await;
                 let rows = found.map_err(failed("recovery"))?;
+                if let Some(hook) = hook {
+                    hook.reached(Phase::AfterQuery).await;
+                }
                 let truncated = rows.len() > app.sync.recovery_max as usize;
                 let rows = &rows[rows.len().saturating_sub(app.sync.recovery_max as usize)..];
                 app.metrics.recoveries.inc();

@@ -272,6 +272,7 @@ mod tests {
                 ),
                 recovery_max: 500,
                 zone: shared::time::Zone::utc(),
+                recovery_hook: None,
             },
             channels,
             auth: Authenticator::new(

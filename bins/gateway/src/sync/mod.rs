@@ -21,4 +21,6 @@ pub struct Sync {
     pub recovery_max: u32,
     /// The zone of `createdAt`/`readAt` in what the store yields.
     pub zone: Zone,
+    /// Tests only: awaited around each recovery's query.
+    pub recovery_hook: Option<recovery::Hook>,
 }

@@ -6,6 +6,10 @@
 //! live notification already sent by the recovery is dropped (by id: notifications of one
 //! user can arrive out of id order) for `DEDUP_WINDOW` after it.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,6 +21,41 @@ pub const TRUNCATED_HEADER: (&str, &str) = ("recovery-truncated", "true");
 /// after its commit, so a copy arrives within moments of the recovery query; a replayed
 /// publish later than this reaches the client, which dedups by id (SPEC 2.2).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(30);
+
+/// Where a recovery stands when it calls its [`Hook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The channel is confirmed; the store query is next.
+    BeforeQuery,
+    /// The query has answered; nothing is sent yet.
+    AfterQuery,
+}
+
+/// Lets a test act at a precise point of every recovery (publish while the query runs,
+/// say): the engine awaits it at each [`Phase`]. Only code can set it; no configuration
+/// reaches it.
+#[derive(Clone)]
+pub struct Hook(Arc<dyn Fn(Phase) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>);
+
+impl Hook {
+    pub fn new<F, Fut>(hook: F) -> Hook
+    where
+        F: Fn(Phase) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Hook(Arc::new(move |phase| Box::pin(hook(phase))))
+    }
+
+    pub async fn reached(&self, phase: Phase) {
+        (self.0)(phase).await
+    }
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook")
+    }
+}
 
 /// The ids a recovery sent, until the window closes.
 #[derive(Debug, Clone)]

@@ -1,0 +1,502 @@
+//! Staying in sync (against the real MariaDB and Redis, STOMP over raw WebSocket): recovery
+//! from the store on SUBSCRIBE with `last-id`, with its cap; read-state events across tabs
+//! on two gateway instances, from REST and from `SEND /app/notifications.read`; time deals
+//! broadcast to exactly their subscribers.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use gateway::auth::sign_hs256;
+use gateway::{Gateway, GatewayConfig};
+use serde_json::{Value, json};
+use shared::inbox::Inbox;
+use shared::time::Zone;
+use support::TestDb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "sync-test-secret-of-at-least-32-bytes-long";
+const WAIT: Duration = Duration::from_secs(10);
+/// Silence after which nothing more is expected (a duplicate would come within it).
+const QUIET: Duration = Duration::from_millis(500);
+
+struct Gw {
+    addr: SocketAddr,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+/// One deployment: the database and channel prefix its gateway instances share.
+struct Env {
+    db: TestDb,
+    prefix: String,
+}
+
+impl Env {
+    async fn new() -> Env {
+        Env {
+            db: TestDb::new().await,
+            prefix: format!("{}:notification:", support::unique_name("sync")),
+        }
+    }
+
+    async fn gateway(&self, adjust: impl FnOnce(&mut GatewayConfig)) -> Gw {
+        let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &support::redis_url());
+        config.redis.channel_prefix = self.prefix.clone();
+        config.jwt_keys = format!("k1={SECRET}");
+        config.database_url = Some(self.db.url.clone());
+        adjust(&mut config);
+        let shutdown = CancellationToken::new();
+        let gateway = Gateway::bind(&config, shutdown.clone()).await.unwrap();
+        let addr = gateway.local_addr().unwrap();
+        tokio::spawn(gateway.run());
+        Gw {
+            addr,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
+    /// Stores a notification of `user` and publishes its JSON, as ingest does; its id.
+    async fn notify(&self, user: &str) -> i64 {
+        let id = self.store(user).await;
+        let inbox = Inbox::new(self.db.pool.clone());
+        let row = inbox.since(user, id - 1, 1).await.unwrap().remove(0);
+        self.publish(
+            &format!("{}{user}", self.prefix),
+            &row.to_json(&Zone::utc()),
+        )
+        .await;
+        id
+    }
+
+    async fn store(&self, user: &str) -> i64 {
+        sqlx::query(
+            "INSERT INTO notifications (user_id, type, title, message, status, created_at, \
+             dedup_key, write_batch) VALUES (?, 'BLOG_LIKE', '좋아요', '메시지', 'UNREAD', ?, ?, 0)",
+        )
+        .bind(user)
+        .bind(Utc::now())
+        .bind(rand::random::<[u8; 32]>().to_vec())
+        .execute(&self.db.pool)
+        .await
+        .unwrap()
+        .last_insert_id() as i64
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(
+                &mut redis::Client::open(support::redis_url())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn token(user: &str) -> String {
+    let exp = Utc::now().timestamp() + 600;
+    sign_hs256(
+        SECRET.as_bytes(),
+        Some("k1"),
+        &json!({"sub": user, "exp": exp}),
+    )
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A STOMP client over raw WebSocket.
+struct Client {
+    ws: Ws,
+    /// Frames read but not yet taken.
+    pending: Vec<String>,
+}
+
+impl Client {
+    async fn connect(gw: &Gw, user: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://{}/ws/notifications/websocket",
+            gw.addr
+        ))
+        .await
+        .unwrap();
+        let mut client = Client {
+            ws,
+            pending: Vec::new(),
+        };
+        let connect = format!(
+            "CONNECT\naccept-version:1.2\nAuthorization:Bearer {}\n\n\0",
+            token(user)
+        );
+        client.send(&connect).await;
+        let connected = client.next().await;
+        assert!(connected.starts_with("CONNECTED\n"), "{connected}");
+        client
+    }
+
+    async fn send(&mut self, frame: &str) {
+        self.ws
+            .send(Message::Text(frame.to_owned().into()))
+            .await
+            .unwrap();
+    }
+
+    /// SUBSCRIBE with a receipt; returns once the RECEIPT came (frames before it are kept).
+    async fn subscribe(&mut self, id: &str, destination: &str, extra: &str) {
+        let frame =
+            format!("SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:r-{id}\n{extra}\n\0");
+        self.send(&frame).await;
+        let mut before = Vec::new();
+        loop {
+            let frame = self.next().await;
+            if frame.starts_with(&format!("RECEIPT\nreceipt-id:r-{id}\n")) {
+                break;
+            }
+            before.push(frame);
+        }
+        self.pending.splice(0..0, before);
+    }
+
+    async fn read_frames(&mut self, timeout: Duration) -> bool {
+        match tokio::time::timeout(timeout, self.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                self.pending.extend(
+                    text.split('\0')
+                        .map(|f| f.trim_start_matches('\n'))
+                        .filter(|f| !f.is_empty())
+                        .map(str::to_owned),
+                );
+                true
+            }
+            Ok(Some(Ok(_))) => true,
+            Ok(other) => panic!("connection ended: {other:?} after {:?}", self.pending),
+            Err(_) => false,
+        }
+    }
+
+    async fn next(&mut self) -> String {
+        let deadline = Instant::now() + WAIT;
+        while self.pending.is_empty() {
+            assert!(Instant::now() < deadline, "no frame within {WAIT:?}");
+            self.read_frames(WAIT).await;
+        }
+        self.pending.remove(0)
+    }
+
+    /// Every frame until none has arrived for `QUIET`.
+    async fn until_quiet(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT * 3;
+        while Instant::now() < deadline && self.read_frames(QUIET).await {}
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The next MESSAGE's body as JSON, with its headers.
+    async fn message(&mut self) -> (BTreeMap<String, String>, Value) {
+        message_of(&self.next().await)
+    }
+}
+
+fn message_of(frame: &str) -> (BTreeMap<String, String>, Value) {
+    assert!(frame.starts_with("MESSAGE\n"), "{frame}");
+    let (head, body) = frame.split_once("\n\n").unwrap();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (headers, serde_json::from_str(body).unwrap())
+}
+
+fn ids(frames: &[String]) -> Vec<i64> {
+    frames
+        .iter()
+        .map(|f| message_of(f).1["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_with_last_id_recovers_what_was_missed_then_goes_live() {
+    let env = Env::new().await;
+    let gw = env.gateway(|_| {}).await;
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(env.notify("alice").await);
+    }
+    let mut missed = Vec::new();
+    for _ in 0..5 {
+        missed.push(env.store("alice").await); // stored while away, never published
+    }
+    env.notify("bob").await; // someone else's
+
+    let mut client = Client::connect(&gw, "alice").await;
+    let last_id = format!("last-id:{}\n", first[2]);
+    client
+        .subscribe("n", "/user/queue/notifications", &last_id)
+        .await;
+    let recovered = std::mem::take(&mut client.pending);
+    assert_eq!(
+        ids(&recovered),
+        missed,
+        "the missed ones, oldest first, before the RECEIPT"
+    );
+    assert!(!recovered[0].contains("recovery-truncated"));
+    let live = env.notify("alice").await;
+    assert_eq!(
+        ids(&client.until_quiet().await),
+        vec![live],
+        "then live, once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_past_the_cap_sends_the_newest_and_asks_for_a_reload() {
+    let env = Env::new().await;
+    let gw = env.gateway(|config| config.recovery_max = 20).await;
+    let mut stored = Vec::new();
+    for _ in 0..30 {
+        stored.push(env.store("carol").await);
+    }
+    let mut client = Client::connect(&gw, "carol").await;
+    client
+        .subscribe("n", "/user/queue/notifications", "last-id:0\n")
+        .await;
+    let recovered = std::mem::take(&mut client.pending);
+    assert_eq!(
+        ids(&recovered),
+        stored[10..].to_vec(),
+        "the newest 20, oldest first"
+    );
+    let (headers, _) = message_of(&recovered[0]);
+    assert_eq!(
+        headers.get("recovery-truncated").map(String::as_str),
+        Some("true")
+    );
+    assert!(!recovered[1].contains("recovery-truncated"));
+}
+
+/// A notification stored and published while a recovery waits to query, and one while it
+/// has queried but sent nothing: each reaches the client exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_published_during_the_recovery_query_arrive_exactly_once() {
+    use gateway::sync::recovery::{Hook, Phase};
+    let env = Env::new().await;
+    let (reached_tx, mut reached) = tokio::sync::mpsc::unbounded_channel::<Phase>();
+    let resume = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hook = {
+        let resume = resume.clone();
+        Hook::new(move |phase| {
+            let reached = reached_tx.clone();
+            let resume = resume.clone();
+            async move {
+                let _ = reached.send(phase);
+                resume.notified().await;
+            }
+        })
+    };
+    let gw = env
+        .gateway(|config| config.recovery_hook = Some(hook))
+        .await;
+    let before = env.notify("dave").await;
+    let mut client = Client::connect(&gw, "dave").await;
+    let subscribing = tokio::spawn(async move {
+        client
+            .subscribe(
+                "n",
+                "/user/queue/notifications",
+                &format!("last-id:{before}\n"),
+            )
+            .await;
+        client
+    });
+    assert_eq!(reached.recv().await, Some(Phase::BeforeQuery));
+    let during_query = env.notify("dave").await; // in the query's answer and live
+    resume.notify_one();
+    assert_eq!(reached.recv().await, Some(Phase::AfterQuery));
+    let after_query = env.notify("dave").await; // live only, held meanwhile
+    resume.notify_one();
+    let mut client = subscribing.await.unwrap();
+    let mut all = std::mem::take(&mut client.pending);
+    all.extend(client.until_quiet().await);
+    assert_eq!(
+        ids(&all),
+        vec![during_query, after_query],
+        "each once, none lost"
+    );
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, user: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        token(user)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    (status, answer.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+/// Two tabs of one user on two instances, each with its state subscription.
+async fn two_tabs(env: &Env, user: &str) -> (Gw, Gw, Client, Client) {
+    let a = env.gateway(|_| {}).await;
+    let b = env.gateway(|_| {}).await;
+    let mut tab_a = Client::connect(&a, user).await;
+    let mut tab_b = Client::connect(&b, user).await;
+    for tab in [&mut tab_a, &mut tab_b] {
+        tab.subscribe("s", "/user/queue/notification-state", "")
+            .await;
+    }
+    (a, b, tab_a, tab_b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_rest_in_one_tab_updates_the_count_in_another_on_another_instance() {
+    let env = Env::new().await;
+    let first = env.store("erin").await;
+    let second = env.store("erin").await;
+    let (a, _b, mut tab_a, mut tab_b) = two_tabs(&env, "erin").await;
+    for tab in [&mut tab_a, &mut tab_b] {
+        let (_, snapshot) = tab.message().await;
+        assert_eq!(snapshot, json!({"event": "SNAPSHOT", "unreadCount": 2}));
+    }
+    let started = Instant::now();
+    let (status, _) = call(
+        a.addr,
+        "PUT",
+        &format!("/api/v1/notifications/{first}/read"),
+        "erin",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, event) = tab_b.message().await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        event,
+        json!({"event": "READ", "ids": [first], "unreadCount": 1})
+    );
+    println!("REST read in tab A -> READ event in tab B on another instance: {elapsed:?}");
+
+    let (status, _) = call(
+        a.addr,
+        "DELETE",
+        &format!("/api/v1/notifications/{second}"),
+        "erin",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, event) = tab_b.message().await;
+    assert_eq!(
+        event,
+        json!({"event": "DELETED", "ids": [second], "unreadCount": 0})
+    );
+    // A read that changes nothing sends nothing.
+    call(
+        a.addr,
+        "PUT",
+        &format!("/api/v1/notifications/{first}/read"),
+        "erin",
+    )
+    .await;
+    assert!(tab_b.until_quiet().await.is_empty());
+    let (_, event) = tab_a.message().await;
+    assert_eq!(event["event"], "READ", "the acting tab hears it too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_stomp_reaches_the_other_tab_and_ignores_other_users_ids() {
+    let env = Env::new().await;
+    let own = env.store("frank").await;
+    let other_own = env.store("frank").await;
+    let foreign = env.store("grace").await;
+    let (_a, _b, mut tab_a, mut tab_b) = two_tabs(&env, "frank").await;
+    for tab in [&mut tab_a, &mut tab_b] {
+        tab.message().await; // the snapshots
+    }
+    let started = Instant::now();
+    let read = format!(
+        "SEND\ndestination:/app/notifications.read\nreceipt:r-read\ncontent-type:application/json\n\n{{\"ids\":[{own},{foreign}]}}\0"
+    );
+    tab_a.send(&read).await;
+    let (_, event) = tab_b.message().await;
+    println!(
+        "STOMP read in tab A -> READ event in tab B: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        event,
+        json!({"event": "READ", "ids": [own], "unreadCount": 1}),
+        "grace's id is neither changed nor named"
+    );
+    let frames = tab_a.until_quiet().await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.starts_with("RECEIPT\nreceipt-id:r-read")),
+        "{frames:?}"
+    );
+    let status: String =
+        sqlx::query_scalar("SELECT CAST(status AS CHAR) FROM notifications WHERE id = ?")
+            .bind(foreign)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "UNREAD", "grace's notification is untouched");
+
+    let read_all = "SEND\ndestination:/app/notifications.read\n\n{\"all\":true}\0";
+    tab_a.send(read_all).await;
+    let (_, event) = tab_b.message().await;
+    assert_eq!(
+        event,
+        json!({"event": "READ_ALL", "ids": [], "unreadCount": 0})
+    );
+    let _ = other_own;
+    // Nothing is unread any more: a second read-all changes nothing and says nothing.
+    tab_a.send(read_all).await;
+    assert!(tab_b.until_quiet().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_deals_reach_each_subscriber_once_on_every_instance_and_nobody_else() {
+    let env = Env::new().await;
+    let a = env.gateway(|_| {}).await;
+    let b = env.gateway(|_| {}).await;
+    let mut subscribers = Vec::new();
+    for (gw, user) in [(&a, "u1"), (&a, "u2"), (&b, "u3")] {
+        let mut client = Client::connect(gw, user).await;
+        client.subscribe("t", "/topic/timedeals", "").await;
+        client.subscribe("n", "/user/queue/notifications", "").await;
+        subscribers.push(client);
+    }
+    let mut bystander = Client::connect(&b, "u4").await;
+    bystander
+        .subscribe("n", "/user/queue/notifications", "")
+        .await;
+
+    let deal = r#"{"type":"TIMEDEAL_STARTED","timeDealId":7,"title":"타임딜이 시작되었습니다"}"#;
+    env.publish(&format!("{}broadcast:timedeals", env.prefix), deal)
+        .await;
+    for client in &mut subscribers {
+        let frames = client.until_quiet().await;
+        assert_eq!(frames.len(), 1, "once: {frames:?}");
+        let (headers, body) = message_of(&frames[0]);
+        assert_eq!(headers["destination"], "/topic/timedeals");
+        assert_eq!(body, serde_json::from_str::<Value>(deal).unwrap());
+    }
+    assert!(
+        bystander.until_quiet().await.is_empty(),
+        "not subscribed: nothing"
+    );
+}
