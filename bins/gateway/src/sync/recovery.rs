@@ -35,7 +35,9 @@ pub enum Phase {
 /// say): the engine awaits it at each [`Phase`]. Only code can set it; no configuration
 /// reaches it.
 #[derive(Clone)]
-pub struct Hook(Arc<dyn Fn(Phase) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>);
+pub struct Hook(Arc<HookFn>);
+
+type HookFn = dyn Fn(Phase) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
 impl Hook {
     pub fn new<F, Fut>(hook: F) -> Hook
