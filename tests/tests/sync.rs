@@ -1,7 +1,10 @@
 //! Staying in sync (against the real MariaDB and Redis, STOMP over raw WebSocket): recovery
 //! from the store on SUBSCRIBE with `last-id`, with its cap; read-state events across tabs
 //! on two gateway instances, from REST and from `SEND /app/notifications.read`; time deals
-//! broadcast to exactly their subscribers.
+//! broadcast to exactly their subscribers. The tab-to-tab times are printed (run with
+//! `--nocapture` to see them).
+
+#![allow(clippy::print_stdout)]
 
 mod support;
 
