@@ -3,6 +3,7 @@
 //! Crate map:
 //! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` router of both binaries' admin listener.
 //! - [`backoff`]: capped exponential backoff with jitter, for waiting out a lost dependency.
+//! - [`broadcast`]: the time-deal broadcast JSON (pure).
 //! - [`category`]: the portal domain (shopping, blog, prism, system) of each type.
 //! - [`event`]: the 14 Kafka topics, their payloads and tolerant wire decoding.
 //! - [`number`]: exact decimal parsing and the Korean `price` format.
@@ -17,6 +18,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod broadcast;
 pub mod category;
 pub mod channel;
 pub mod config;
