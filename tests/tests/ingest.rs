@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 const SETTLE: Duration = Duration::from_secs(60);
 /// After the expected work is seen, how long to watch for anything extra (duplicates).
 const QUIET: Duration = Duration::from_millis(1500);
+/// How long the outage tests keep a dependency cut.
+const OUTAGE: Duration = Duration::from_secs(10);
 
 /// One event per topic, with the exact text each must produce.
 fn sample_events() -> Vec<(EventKind, String)> {
@@ -81,15 +83,22 @@ impl Env {
         config
     }
 
-    async fn start(&self, config: IngestConfig) -> Running {
+    async fn start(&self, mut config: IngestConfig) -> Running {
+        config.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         let ingest = Ingest::new(config).await.expect("ingest starts");
         let metrics = ingest.metrics();
         let health = ingest.health();
         let shutdown = CancellationToken::new();
+        let admin = ingest
+            .serve_admin(&shutdown)
+            .await
+            .expect("admin listener")
+            .expect("admin address");
         let task = tokio::spawn(ingest.run(shutdown.clone()));
         Running {
             metrics,
             health,
+            admin,
             shutdown,
             task,
         }
@@ -123,6 +132,7 @@ impl Env {
 struct Running {
     metrics: Metrics,
     health: std::sync::Arc<ingest::admin::Health>,
+    admin: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -139,6 +149,12 @@ impl Running {
 
     fn total(&self, outcome: &str) -> u64 {
         self.metrics.total(outcome)
+    }
+
+    /// Rebalance events seen so far: (assign, revoke).
+    fn rebalances(&self) -> (u64, u64) {
+        let count = |event: &str| self.metrics.rebalances.with_label_values(&[event]).get();
+        (count("assign"), count("revoke"))
     }
 }
 
@@ -511,13 +527,28 @@ async fn a_database_outage_loses_and_doubles_nothing() {
     .await;
     proxy.cut();
     orders.extend(produce_orders(&env, 2500, 2500).await);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let during = env.db.count().await;
-    assert!(during < 5000, "nothing can be stored through a cut proxy");
-    assert!(
-        !running.health.ready(),
-        "not ready while the database is away"
-    );
+    wait_until("readiness lost", SETTLE, || async {
+        !running.health.ready()
+    })
+    .await;
+    // What an outage means: not one row gets through while the proxy is cut, and the
+    // admin port says "not ready" the whole time.
+    let at_cut = env.db.count().await;
+    let cut_until = std::time::Instant::now() + OUTAGE;
+    while std::time::Instant::now() < cut_until {
+        assert_eq!(
+            env.db.count().await,
+            at_cut,
+            "rows written through a cut proxy"
+        );
+        let readyz = http_get(running.admin, "/readyz").await;
+        assert!(
+            readyz.starts_with("HTTP/1.1 503"),
+            "ready while MySQL is cut: {readyz}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(at_cut < 5000, "the cut came before the end of the stream");
     proxy.restore();
 
     wait_until("5000 rows", Duration::from_secs(120), || async {
@@ -568,34 +599,327 @@ async fn a_redis_outage_delays_publishes_but_loses_none() {
     running.stop().await;
 }
 
+/// How many times the independent subscriber saw each order published.
+fn publishes_per_order(received: &redis_sub::Received) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for (_, payload) in received.all() {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&payload)
+            && let Some(order) = json["referenceId"].as_str()
+        {
+            *counts.entry(order.to_owned()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// A `max.poll.interval.ms` far below the default 300 s, so an outage can outlast it
+/// (librdkafka requires it to be at least `session.timeout.ms`, 6 s in these tests).
+const SHORT_POLL_INTERVAL: Duration = Duration::from_secs(6);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ingest_killed_mid_stream_resumes_without_loss() {
+async fn an_outage_longer_than_max_poll_interval_keeps_the_group_and_publishes_each_once() {
     let env = Env::new().await;
     let (received, _sub) = env.subscribe().await;
+    let proxy = Proxy::start(mysql_addr()).await;
     let mut config = env.config();
+    config.database_url = env
+        .db
+        .url
+        .replace("127.0.0.1:3306", &proxy.addr.to_string());
     config.batch_size = 100;
-    let first = env.start(config.clone()).await;
-    let mut orders = produce_orders(&env, 0, 3000).await;
-    wait_until("some progress", SETTLE, || async {
-        env.db.count().await >= 300
+    config.kafka_properties.push((
+        "max.poll.interval.ms".into(),
+        SHORT_POLL_INTERVAL.as_millis().to_string(),
+    ));
+    let running = env.start(config).await;
+    let mut orders = produce_orders(&env, 0, 500).await;
+    wait_until("500 rows before the outage", SETTLE, || async {
+        env.db.count().await == 500
+    })
+    .await;
+    wait_until("500 publishes before the outage", SETTLE, || async {
+        published_orders(&received).len() == 500
     })
     .await;
 
-    first.task.abort(); // a crash: no drain, no final commit
-    let _ = first.task.await;
-    orders.extend(produce_orders(&env, 3000, 1000).await);
-    let second = env.start(config).await;
+    let rebalances_before = running.rebalances();
 
-    wait_until("4000 rows", Duration::from_secs(120), || async {
-        env.db.count().await == 4000
+    proxy.cut();
+    orders.extend(produce_orders(&env, 500, 1500).await);
+    wait_until("readiness lost", SETTLE, || async {
+        !running.health.ready()
+    })
+    .await;
+    wait_until("fetching paused", SETTLE, || async {
+        running.metrics.consumer_paused.get() == 1
+    })
+    .await;
+    // The outage itself: two and a half poll intervals without the database.
+    tokio::time::sleep(SHORT_POLL_INTERVAL * 5 / 2).await;
+    proxy.restore();
+
+    wait_until("2000 rows", Duration::from_secs(120), || async {
+        env.db.count().await == 2000
     })
     .await;
     assert_each_order_stored_once(&env.db, &orders).await;
-    wait_until("all published", SETTLE, || async {
-        published_orders(&received).len() == 4000
+    wait_until("every order published", SETTLE, || async {
+        published_orders(&received).len() == 2000
     })
     .await;
-    second.stop().await;
+    tokio::time::sleep(QUIET).await;
+    let counts = publishes_per_order(&received);
+    let mut repeated: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    repeated.sort();
+    assert!(
+        repeated.is_empty(),
+        "{} orders were published more than once (consumed again after the group was left), e.g. {:?}",
+        repeated.len(),
+        repeated.first()
+    );
+    assert_eq!(running.total("replayed"), 0, "no record was consumed twice");
+    assert_eq!(
+        running.rebalances(),
+        rebalances_before,
+        "the group kept this member through the outage"
+    );
+    assert_eq!(running.metrics.consumer_paused.get(), 0, "fetching resumed");
+    running.stop().await;
+}
+
+/// Waits until `running` has paused fetching.
+async fn wait_paused(running: &Running, who: &str) {
+    wait_until(&format!("{who} paused"), SETTLE, || async {
+        running.metrics.consumer_paused.get() == 1
+    })
+    .await;
+}
+
+/// For a few seconds, `running` stays paused and buffers at most about one batch.
+async fn assert_stays_paused(running: &Running, batch_size: i64) {
+    let watch_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(running.metrics.consumer_paused.get(), 1, "still paused");
+        let buffered = running.metrics.pending_records.get();
+        assert!(
+            buffered <= 2 * batch_size,
+            "{buffered} records buffered while paused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_during_and_after_a_pause_pause_and_resume_the_right_partitions() {
+    const BATCH: usize = 50;
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let proxy = Proxy::start(mysql_addr()).await;
+    let mut config = env.config();
+    config.database_url = env
+        .db
+        .url
+        .replace("127.0.0.1:3306", &proxy.addr.to_string());
+    config.batch_size = BATCH;
+    config.kafka_properties.push((
+        "max.poll.interval.ms".into(),
+        SHORT_POLL_INTERVAL.as_millis().to_string(),
+    ));
+    let a = env.start(config.clone()).await;
+    let b = env.start(config.clone()).await;
+    let mut orders = Vec::new();
+    for round in 0..60 {
+        orders.extend(produce_orders(&env, round * 100, 100).await);
+        if a.total("stored") > 0 && b.total("stored") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let before_outage = orders.len();
+    wait_until("rows before the outage", SETTLE, || async {
+        env.db.count().await == before_outage as i64
+    })
+    .await;
+
+    proxy.cut();
+    orders.extend(produce_orders(&env, 10_000, 1500).await);
+    wait_paused(&a, "the first member").await;
+    wait_paused(&b, "the second member").await;
+    // The second member leaves mid-outage: the first gets partitions it never had, and
+    // must pause them at once.
+    let (assigned, _) = a.rebalances();
+    b.stop().await;
+    wait_until("the first member took over", SETTLE, || async {
+        a.rebalances().0 > assigned
+    })
+    .await;
+    assert_stays_paused(&a, BATCH as i64).await;
+    // A third member joins mid-outage: the first gives up some of the partitions it paused.
+    let (assigned, _) = a.rebalances();
+    let c = env.start(config).await;
+    wait_until("the third member joined", SETTLE, || async {
+        a.rebalances().0 > assigned
+    })
+    .await;
+    assert_stays_paused(&a, BATCH as i64).await;
+    proxy.restore();
+
+    let total = orders.len() as i64;
+    wait_until(
+        "every row after the outage",
+        Duration::from_secs(120),
+        || async { env.db.count().await == total },
+    )
+    .await;
+    // The third member leaves after the outage: the first gets back partitions it had
+    // paused before losing them, and must fetch them.
+    let (assigned, _) = a.rebalances();
+    c.stop().await;
+    wait_until("the first member took over again", SETTLE, || async {
+        a.rebalances().0 > assigned
+    })
+    .await;
+    orders.extend(produce_orders(&env, 20_000, 600).await);
+    let total = orders.len() as i64;
+    wait_until(
+        "every row, all partitions fetched",
+        Duration::from_secs(60),
+        || async { env.db.count().await == total },
+    )
+    .await;
+    assert_each_order_stored_once(&env.db, &orders).await;
+    wait_until("every order published", SETTLE, || async {
+        published_orders(&received).len() == orders.len()
+    })
+    .await;
+    assert_eq!(a.metrics.consumer_paused.get(), 0, "fetching resumed");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_dlt_refuses_for_good_is_skipped_and_the_partition_moves_on() {
+    let env = Env::new().await;
+    let (received, _sub) = env.subscribe().await;
+    let mut config = env.config();
+    // The producer's own size limit refuses letters over 1 MB (MsgSizeTooLarge, permanent),
+    // while the input topic took a 2 MiB record.
+    config
+        .kafka_properties
+        .push(("message.max.bytes".into(), "1000000".into()));
+    let running = env.start(config).await;
+    let topic = env.topics.topic(EventKind::OrderCreated).to_owned();
+    let producer = kafka::producer(&env.kafka.bootstrap);
+    let big = format!(
+        r#"{{"userId":"u","orderNumber":"O","pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    // All on one partition (same key): the refused letter, a letter the DLT takes, a good record.
+    kafka::produce(&producer, &topic, Some("same-key"), big.as_bytes()).await;
+    kafka::produce(
+        &producer,
+        &topic,
+        Some("same-key"),
+        br#"{"orderNumber":"ORD-P"}"#,
+    )
+    .await;
+    let good = br#"{"userId":"u-good","orderNumber":"ORD-G","totalAmount":10,"itemCount":1}"#;
+    kafka::produce(&producer, &topic, Some("same-key"), good).await;
+
+    wait_until(
+        "the record behind the refused letter stored",
+        SETTLE,
+        || async { env.db.count().await == 1 },
+    )
+    .await;
+    wait_until("its publish", SETTLE, || async { received.len() == 1 }).await;
+    let (bootstrap, group, t) = (
+        env.kafka.bootstrap.clone(),
+        env.group.clone(),
+        topic.clone(),
+    );
+    wait_until("all three offsets committed", SETTLE, || {
+        let (bootstrap, group, t) = (bootstrap.clone(), group.clone(), t.clone());
+        async move {
+            let committed = tokio::task::spawn_blocking(move || {
+                kafka::committed(&bootstrap, &group, &t, kafka::PARTITIONS)
+            })
+            .await
+            .unwrap();
+            committed.contains(&3)
+        }
+    })
+    .await;
+    let letters = env.dlt(EventKind::OrderCreated);
+    assert_eq!(
+        letters.len(),
+        1,
+        "only the small poison record is in the DLT"
+    );
+    assert_eq!(
+        letters[0].value.as_deref(),
+        Some(br#"{"orderNumber":"ORD-P"}"#.as_slice())
+    );
+    assert_eq!(running.total("dead_lettered"), 1);
+    assert_eq!(
+        running.total("dead_letter_failed"),
+        1,
+        "the lost letter is counted"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_keep_their_partition_when_the_dlt_grows_after_start() {
+    let env = Env::new().await;
+    let running = env.start(env.config()).await;
+    let topic = env.topics.topic(EventKind::OrderCreated).to_owned();
+    env.produce_all(&[(
+        EventKind::OrderCreated,
+        r#"{"orderNumber":"ORD-1","userId":"u","totalAmount":1}"#.to_owned(),
+    )])
+    .await;
+    wait_until("consuming", SETTLE, || async { env.db.count().await == 1 }).await;
+
+    // librdkafka's mock cluster cannot add partitions to a topic (no CreatePartitions), so the
+    // DLT grows from nothing (unknown to ingest at start) to as many partitions as its source.
+    env.kafka
+        .cluster
+        .create_topic(&format!("{topic}.DLT"), kafka::PARTITIONS, 1)
+        .expect("the DLT did not exist yet");
+    let producer = kafka::producer(&env.kafka.bootstrap);
+    for partition in 0..kafka::PARTITIONS {
+        // One key for all: a partitioner would put every letter on the same DLT partition.
+        let record = rdkafka::producer::FutureRecord::to(&topic)
+            .partition(partition)
+            .key("one-key")
+            .payload("not json");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+
+    wait_until("three dead letters", SETTLE, || async {
+        running.total("dead_lettered") == 3
+    })
+    .await;
+    let letters = env.dlt(EventKind::OrderCreated);
+    assert_eq!(letters.len(), 3);
+    for letter in &letters {
+        let original = i32::from_be_bytes(
+            letter
+                .header("kafka_dlt-original-partition")
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(
+            letter.partition, original,
+            "a letter is on its source's partition number"
+        );
+    }
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,8 +1015,8 @@ async fn dlt_replay_republishes_dead_letters_to_their_original_topic() {
     dlt.ensure_topics(&env.kafka.bootstrap, &[], &[topic.as_str()], 1)
         .await;
     for (partition, offset, value) in [(2, 7, "first"), (1, 8, "second"), (2, 9, "third")] {
-        let letter = ingest::dlt::DeadLetter {
-            record: ingest::pipeline::Record {
+        let letter = ingest::record::DeadLetter {
+            record: ingest::record::Record {
                 topic: topic.clone(),
                 partition,
                 offset,

@@ -1,14 +1,11 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (consuming, with every dependency reachable).
+//! Ingest's admin listener: the shared `/metrics`, `/healthz`, `/readyz` router
+//! ([`shared::admin`]) over ingest's metrics and its readiness: consuming, with every
+//! dependency reachable.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +20,7 @@ pub enum Dependency {
 }
 
 impl Dependency {
+    /// The dependency's metric label.
     pub fn name(self) -> &'static str {
         match self {
             Dependency::Database => "database",
@@ -50,14 +48,17 @@ impl Health {
         }
     }
 
+    /// Marks `dependency` unavailable (`true`) or back (`false`).
     pub fn set_down(&self, dependency: Dependency, down: bool) {
         self.flag(dependency).store(down, Ordering::Relaxed);
     }
 
+    /// Marks the consumer loop as running or stopped.
     pub fn set_consuming(&self, consuming: bool) {
         self.consuming.store(consuming, Ordering::Relaxed);
     }
 
+    /// Whether `/readyz` answers 200.
     pub fn ready(&self) -> bool {
         self.consuming.load(Ordering::Relaxed)
             && [Dependency::Database, Dependency::Redis, Dependency::Kafka]
@@ -66,13 +67,7 @@ impl Health {
     }
 }
 
-#[derive(Clone)]
-struct AdminState {
-    metrics: Metrics,
-    health: Arc<Health>,
-}
-
-/// Binds the admin listener and serves it until `shutdown`.
+/// Binds the admin listener and serves it until `shutdown`; returns its address.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
@@ -81,32 +76,12 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(AdminState { metrics, health });
+    let router = shared::admin::router(move || metrics.render(), move || health.ready());
     tokio::spawn(async move {
-        let stop = shutdown.cancelled_owned();
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
+        if let Err(err) = shared::admin::serve(listener, router, shutdown).await {
             tracing::error!(%err, "admin listener failed");
         }
     });
     tracing::info!(addr = %local, "admin listening");
     Ok(local)
-}
-
-async fn metrics_text(State(state): State<AdminState>) -> String {
-    state.metrics.render()
-}
-
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.health.ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
 }

@@ -69,7 +69,7 @@ pub struct RunArgs {
     )]
     pub retry_max_attempts: u32,
 
-    /// Records per batch (one transaction, one offset commit).
+    /// Records per batch (stored together, then published and committed together).
     #[arg(long = "batch-size", env = "INGEST_BATCH_SIZE", default_value_t = 4000)]
     pub batch_size: usize,
     /// How long a batch waits to fill up once its first record arrived.
@@ -104,7 +104,8 @@ pub struct RunArgs {
         default_value = "0.0.0.0:9091"
     )]
     pub admin_addr: SocketAddr,
-    /// Longest wait for the batch in flight after SIGTERM.
+    /// After SIGTERM, the longest wait for the batch being stored, and again for the
+    /// batches being published.
     #[arg(
         long = "shutdown-deadline-ms",
         env = "SHUTDOWN_DEADLINE_MS",
@@ -138,7 +139,8 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    /// Defaults for everything but the three connections (tests and tools start here).
+    /// A configuration for tests and tools: the command line's defaults for everything but
+    /// the three connections, except no admin listener and DLT replication factor 1.
     pub fn new(bootstrap_servers: &str, database_url: &str, redis_url: &str) -> Self {
         IngestConfig {
             bootstrap_servers: bootstrap_servers.to_owned(),

@@ -1,68 +1,99 @@
-//! The Kafka side: the consumer group, batching, and offset commits.
+//! The Kafka side of ingest: the consumer group, batching, flow control and offset commits.
 //!
 //! Records are taken in batches (up to `batch_size`, waiting at most `batch_linger` after
 //! the first). Two stages run concurrently, each strictly in batch order, so the order within
-//! each partition is kept: this task stores batch N+1 while a publisher task publishes batch
-//! N. The hand-over queue holds one batch (backpressure: storing waits for publishing).
+//! each partition is kept: the run loop stores batch N+1 while a publisher task publishes
+//! batch N. The hand-over queue holds one batch (backpressure: storing waits for publishing).
 //! After a batch is published, each partition's offset is committed past the batch's
 //! highest offset there — never past a record still in flight. Auto-commit and the offset
 //! store are off.
+//!
+//! The run loop never stops polling the consumer, however long a batch takes: while the
+//! store stage works it gathers the next batch ([`Pending`]); when that batch is full and
+//! the stage is still busy after [`pause_after`] (an outage), it pauses fetching on every
+//! assigned partition and keeps polling, so the group keeps this member past
+//! `max.poll.interval.ms` — no rebalance, no re-consumption, no storm of republishes when
+//! the dependency returns. Fetching resumes when the stage takes the waiting batch.
+//! Rebalances meanwhile are handled as usual: records waiting for revoked partitions are
+//! forgotten (their new owner reads them from the committed offset), partitions assigned
+//! during a pause are paused at once (see [`crate::group`]).
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use futures_util::FutureExt;
+use futures_util::future::OptionFuture;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use shared::backoff::Backoff;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
 use crate::config::IngestConfig;
 use crate::dlt::DltProducer;
+use crate::group::{self, IngestConsumer, IngestContext};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Record, Staged};
+use crate::pending::Pending;
+use crate::pipeline::{Pipeline, Staged};
 use crate::publish::Publisher;
+use crate::record::Record;
 use crate::store::{self, Store};
 
-/// Pause after a consumer error before polling again.
-const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// librdkafka's default `max.poll.interval.ms`.
+const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+/// The longest the run loop stops taking records before it pauses fetching instead.
+const PAUSE_AFTER_MAX: Duration = Duration::from_secs(1);
+/// Pauses after a consumer error before polling again (librdkafka reconnects by itself);
+/// short enough to keep polling well within any sensible `max.poll.interval.ms`.
+const CONSUMER_ERROR_BACKOFF_START: Duration = Duration::from_millis(200);
+const CONSUMER_ERROR_BACKOFF_CAP: Duration = Duration::from_secs(1);
 
-/// Consumer callbacks: statistics → the consumer-lag gauge.
-pub struct IngestContext {
-    metrics: Metrics,
+/// The store stage of one batch: stores it, then hands it to the publisher (false when the
+/// publisher is gone).
+type StageFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// How long a full [`Pending`] buffer may wait for a busy store stage before fetching is
+/// paused: a quarter of `max.poll.interval.ms`, at most [`PAUSE_AFTER_MAX`].
+fn pause_after(kafka_properties: &[(String, String)]) -> Duration {
+    let max_poll = kafka_properties
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "max.poll.interval.ms")
+        .and_then(|(_, value)| value.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_MAX_POLL_INTERVAL);
+    (max_poll / 4).min(PAUSE_AFTER_MAX)
 }
 
-impl ClientContext for IngestContext {
-    fn stats(&self, statistics: Statistics) {
-        let lag: i64 = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
-            .sum();
-        self.metrics.consumer_lag.set(lag);
-    }
+/// What woke the run loop.
+enum Event {
+    Shutdown,
+    Stored {
+        handed_over: bool,
+    },
+    Received(Result<Record, KafkaError>),
+    /// A timer: a partial batch is due, a full one waited long enough, or an error pause ended.
+    Timer,
 }
-
-impl ConsumerContext for IngestContext {}
 
 /// A configured ingest instance, ready to run.
 pub struct Ingest {
     config: IngestConfig,
-    consumer: Arc<StreamConsumer<IngestContext>>,
+    consumer: Arc<IngestConsumer>,
     pipeline: Arc<Pipeline>,
     metrics: Metrics,
     health: Arc<Health>,
 }
 
 impl Ingest {
-    /// Builds the clients. Database and Redis connect lazily, so an outage at start only
-    /// delays the first batch (and keeps `/readyz` false).
+    /// Builds the clients and creates missing DLTs. Database and Redis connect lazily, so an
+    /// outage at start only delays the first batch (and keeps `/readyz` false).
     pub async fn new(config: IngestConfig) -> anyhow::Result<Ingest> {
         let metrics = Metrics::new();
         let health = Arc::new(Health::default());
@@ -93,10 +124,8 @@ impl Ingest {
         for (key, value) in &config.kafka_properties {
             client.set(key, value);
         }
-        let consumer: StreamConsumer<IngestContext> =
-            client.create_with_context(IngestContext {
-                metrics: metrics.clone(),
-            })?;
+        let consumer: IngestConsumer =
+            client.create_with_context(IngestContext::new(metrics.clone()))?;
         consumer.subscribe(&topics)?;
 
         let pipeline = Pipeline {
@@ -121,10 +150,12 @@ impl Ingest {
         })
     }
 
+    /// The instance's metrics (shared handles).
     pub fn metrics(&self) -> Metrics {
         self.metrics.clone()
     }
 
+    /// The instance's readiness.
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
     }
@@ -147,79 +178,102 @@ impl Ingest {
         }
     }
 
-    /// Consumes until `shutdown`; then finishes the batches in flight (bounded by the
-    /// shutdown deadline), commits, and returns.
+    /// Consumes until `shutdown`; then finishes the batch being stored and the batches
+    /// being published (each bounded by the shutdown deadline), commits, and returns.
+    /// Records received but not yet in a batch are left uncommitted and consumed again.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let batch_size = self.config.batch_size;
         let deadline = self.config.shutdown_deadline;
-        let (to_publish, mut staged_batches) = mpsc::channel::<Staged>(1);
-        let publisher = {
-            let pipeline = self.pipeline.clone();
-            let consumer = self.consumer.clone();
-            tokio::spawn(async move {
-                let mut last = Vec::new();
-                while let Some(staged) = staged_batches.recv().await {
-                    pipeline.publish_stage(&staged).await;
-                    commit(&consumer, &staged.records, CommitMode::Async);
-                    last = staged.records;
-                }
-                // Input is over: make the last commit durable before the group is left.
-                if !last.is_empty() {
-                    commit(&consumer, &last, CommitMode::Sync);
-                }
-            })
-        };
+        let pause_after = pause_after(&self.config.kafka_properties);
+        let (to_publish, staged_batches) = mpsc::channel::<Staged>(1);
+        let publisher = tokio::spawn(publish_stage(
+            self.pipeline.clone(),
+            self.consumer.clone(),
+            staged_batches,
+        ));
+        let mut pending = Pending::new(self.config.batch_size, self.config.batch_linger);
+        let mut storing: Option<StageFuture> = None;
+        let mut paused = false;
+        let mut errors = Backoff::new(CONSUMER_ERROR_BACKOFF_START, CONSUMER_ERROR_BACKOFF_CAP);
+        let mut quiet_until: Option<Instant> = None;
         self.health.set_consuming(true);
         tracing::info!(group = %self.config.group_id, topics = self.config.topics.topics().len(), "consuming");
         loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+            let now = Instant::now();
+            self.forget_revoked(&mut pending, now);
+            let mut took_batch = false;
+            if storing.is_none() && pending.due().is_some_and(|due| due <= now) {
+                storing = Some(self.store_stage(pending.take_batch(now), &to_publish));
+                took_batch = true;
+            }
+            // The stage moved on: fetch again (also when a rebalance emptied the buffer).
+            if paused && !pending.is_full() && (took_batch || storing.is_none()) {
+                self.set_paused(false);
+                paused = false;
+            }
+            self.metrics.pending_records.set(pending.len() as i64);
+            // Take records while the next batch has room, and always while paused: a paused
+            // consumer must still be polled to stay in the group.
+            let receive = (paused || !pending.is_full()) && quiet_until.is_none();
+            let timer = match (&storing, paused) {
+                (None, _) => pending.due(),
+                (Some(_), false) => pending.full_since().map(|since| since + pause_after),
+                (Some(_), true) => None,
             };
-            let mut records = Vec::with_capacity(batch_size);
-            match first {
-                Ok(message) => records.push(to_record(&message)),
-                Err(err) => {
-                    // librdkafka reconnects by itself; do not spin on a persistent error.
+            let timer = [timer, quiet_until].into_iter().flatten().min();
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Event::Shutdown,
+                Some(handed_over) = OptionFuture::from(storing.as_mut()), if storing.is_some() => {
+                    Event::Stored { handed_over }
+                }
+                message = self.consumer.recv(), if receive => {
+                    Event::Received(message.map(|m| Record::from_message(&m)))
+                }
+                _ = tokio::time::sleep_until(timer.unwrap_or(now)), if timer.is_some() => Event::Timer,
+            };
+            match event {
+                Event::Shutdown => break,
+                Event::Stored { handed_over } => {
+                    storing = None;
+                    anyhow::ensure!(handed_over, "the publisher stage stopped");
+                }
+                Event::Received(Ok(record)) => {
+                    errors.reset();
+                    self.forget_revoked(&mut pending, Instant::now());
+                    pending.push(record, Instant::now());
+                    self.take_ready_records(&mut pending, paused);
+                }
+                Event::Received(Err(err)) => {
                     tracing::warn!(%err, "Kafka consumer error");
-                    tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
-                    continue;
+                    quiet_until = Some(Instant::now() + errors.next());
                 }
-            }
-            let linger = tokio::time::sleep(self.config.batch_linger);
-            tokio::pin!(linger);
-            while records.len() < batch_size {
-                tokio::select! {
-                    biased;
-                    message = self.consumer.recv() => match message {
-                        Ok(message) => records.push(to_record(&message)),
-                        Err(err) => {
-                            tracing::warn!(%err, "Kafka consumer error");
-                            break;
-                        }
-                    },
-                    _ = &mut linger => break,
-                }
-            }
-
-            let count = records.len();
-            let stored = async {
-                let staged = self.pipeline.store_stage(records).await;
-                to_publish.send(staged).await.is_ok()
-            };
-            match shared::shutdown::drain(&shutdown, deadline, stored).await {
-                Some(true) => {}
-                Some(false) => anyhow::bail!("the publisher stage stopped"),
-                None => {
-                    tracing::warn!(
-                        records = count,
-                        "shutdown deadline passed; the batch in flight is left uncommitted and will be consumed again"
-                    );
-                    break;
+                Event::Timer => {
+                    let now = Instant::now();
+                    if quiet_until.is_some_and(|until| until <= now) {
+                        quiet_until = None;
+                    }
+                    let blocked = pending
+                        .full_since()
+                        .is_some_and(|since| since + pause_after <= now);
+                    if storing.is_some() && !paused && blocked {
+                        tracing::warn!(
+                            waiting = pending.len(),
+                            "the pipeline is blocked; pausing fetches and polling on"
+                        );
+                        self.set_paused(true);
+                        paused = true;
+                    }
                 }
             }
         }
         self.health.set_consuming(false);
+        if let Some(batch) = storing
+            && tokio::time::timeout(deadline, batch).await.is_err()
+        {
+            tracing::warn!(
+                "shutdown deadline passed; the batch being stored is left uncommitted and will be consumed again"
+            );
+        }
         drop(to_publish);
         let abort = publisher.abort_handle();
         if tokio::time::timeout(deadline, publisher).await.is_err() {
@@ -231,36 +285,87 @@ impl Ingest {
         tracing::info!("ingest stopped");
         Ok(())
     }
-}
 
-/// Commits, per partition, the offset after the batch's highest record there.
-fn commit(consumer: &StreamConsumer<IngestContext>, records: &[Record], mode: CommitMode) {
-    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-    for record in records {
-        let entry = next.entry((&record.topic, record.partition)).or_insert(0);
-        *entry = (*entry).max(record.offset + 1);
+    /// The store stage of `batch`, handing it to the publisher when stored.
+    fn store_stage(&self, batch: Vec<Record>, to_publish: &mpsc::Sender<Staged>) -> StageFuture {
+        let pipeline = self.pipeline.clone();
+        let to_publish = to_publish.clone();
+        Box::pin(async move {
+            let staged = pipeline.store_stage(batch).await;
+            to_publish.send(staged).await.is_ok()
+        })
     }
-    let mut list = TopicPartitionList::with_capacity(next.len());
-    for ((topic, partition), offset) in next {
-        if let Err(err) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-            tracing::warn!(%err, "cannot build the offset commit");
-            return;
+
+    /// Buffers the records the consumer already holds, without waiting, while there is room.
+    fn take_ready_records(&self, pending: &mut Pending, paused: bool) {
+        while paused || !pending.is_full() {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => {
+                    let record = Record::from_message(&message);
+                    self.forget_revoked(pending, Instant::now());
+                    pending.push(record, Instant::now());
+                }
+                // Errors are left for the next poll of the run loop.
+                Some(Err(_)) | None => return,
+            }
         }
     }
-    if let Err(err) = consumer.commit(&list, mode) {
-        // After a rebalance the partition's new owner consumes these records again;
-        // dedup makes that harmless.
-        tracing::warn!(%err, "offset commit failed");
+
+    /// Drops the buffered records of partitions the group took away.
+    fn forget_revoked(&self, pending: &mut Pending, now: Instant) {
+        let revoked = self.consumer.context().take_revoked();
+        if !revoked.is_empty() {
+            let dropped = pending.forget(&revoked, now);
+            tracing::debug!(dropped, "forgot the buffered records of revoked partitions");
+        }
+    }
+
+    fn set_paused(&self, paused: bool) {
+        match group::set_paused(&self.consumer, paused) {
+            Ok(()) if !paused => {
+                tracing::info!("the pipeline took the waiting batch; fetching resumed")
+            }
+            Ok(()) => {}
+            Err(err) => tracing::warn!(%err, paused, "cannot pause or resume fetching"),
+        }
     }
 }
 
-fn to_record(message: &impl Message) -> Record {
-    Record {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp_ms: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
+/// The publisher task: publishes stored batches in order and commits each after publishing;
+/// when input ends, makes the last commit durable before the group is left.
+async fn publish_stage(
+    pipeline: Arc<Pipeline>,
+    consumer: Arc<IngestConsumer>,
+    mut staged_batches: mpsc::Receiver<Staged>,
+) {
+    let mut last = Vec::new();
+    while let Some(staged) = staged_batches.recv().await {
+        pipeline.publish_stage(&staged).await;
+        group::commit(&consumer, &staged.records, CommitMode::Async);
+        last = staged.records;
+    }
+    if !last.is_empty() {
+        group::commit(&consumer, &last, CommitMode::Sync);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn property(value: &str) -> Vec<(String, String)> {
+        vec![("max.poll.interval.ms".to_owned(), value.to_owned())]
+    }
+
+    #[test]
+    fn a_full_buffer_pauses_fetching_well_within_the_poll_interval() {
+        assert_eq!(
+            pause_after(&[]),
+            PAUSE_AFTER_MAX,
+            "librdkafka's 300 s default"
+        );
+        assert_eq!(pause_after(&property("6000")), PAUSE_AFTER_MAX);
+        assert_eq!(pause_after(&property("2000")), Duration::from_millis(500));
+        assert_eq!(pause_after(&property("not a number")), PAUSE_AFTER_MAX);
     }
 }

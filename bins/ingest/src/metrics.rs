@@ -1,5 +1,5 @@
 //! Ingest metrics (Prometheus), registered on one registry per instance (no globals).
-//! Labels stay low-cardinality: topic and outcome, never a user id.
+//! Labels stay low-cardinality (topic, outcome, dependency, rebalance event), never a user id.
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -7,11 +7,13 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Records by topic and outcome: stored, duplicate, republished, dead_lettered,
-    /// retried, skipped (valid, no per-user notification).
+    /// Records by topic and outcome: stored, duplicate, replayed (its own row existed:
+    /// published again), dead_lettered, dead_letter_failed (its letter could never be
+    /// written: logged and skipped), retried (one count per retry), skipped (valid, no
+    /// per-user notification).
     pub records: IntCounterVec,
     pub batch_size: Histogram,
-    /// Wall time to process one batch (decode → store → publish → commit request).
+    /// Wall time to process one batch, from the start of its store stage to its publish.
     pub batch_seconds: Histogram,
     /// From the record's Kafka timestamp to its Redis publish.
     pub kafka_to_publish_seconds: Histogram,
@@ -21,6 +23,12 @@ pub struct Metrics {
     pub dependency_down: IntGaugeVec,
     /// Messages behind the high watermark, summed over this instance's partitions.
     pub consumer_lag: IntGauge,
+    /// Consumer group rebalance events seen by this instance: assign, revoke.
+    pub rebalances: IntCounterVec,
+    /// 1 while fetching is paused because the pipeline cannot take more records.
+    pub consumer_paused: IntGauge,
+    /// Records received and waiting for the store stage (about one batch at most).
+    pub pending_records: IntGauge,
 }
 
 impl Metrics {
@@ -71,6 +79,24 @@ impl Metrics {
             "Messages behind the high watermark on this instance's partitions",
         )
         .expect("metric");
+        let rebalances = IntCounterVec::new(
+            Opts::new(
+                "rebalances_total",
+                "Consumer group rebalance events (assign, revoke) seen by this instance",
+            ),
+            &["event"],
+        )
+        .expect("metric");
+        let consumer_paused = IntGauge::new(
+            "consumer_paused",
+            "1 while fetching is paused because the pipeline cannot take more records",
+        )
+        .expect("metric");
+        let pending_records = IntGauge::new(
+            "pending_records",
+            "Records received and waiting for the store stage",
+        )
+        .expect("metric");
         for collector in [
             Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(batch_size.clone()),
@@ -79,6 +105,9 @@ impl Metrics {
             Box::new(outage_waits.clone()),
             Box::new(dependency_down.clone()),
             Box::new(consumer_lag.clone()),
+            Box::new(rebalances.clone()),
+            Box::new(consumer_paused.clone()),
+            Box::new(pending_records.clone()),
         ] {
             registry.register(collector).expect("register metric");
         }
@@ -91,6 +120,9 @@ impl Metrics {
             outage_waits,
             dependency_down,
             consumer_lag,
+            rebalances,
+            consumer_paused,
+            pending_records,
         }
     }
 
@@ -101,12 +133,7 @@ impl Metrics {
         }
     }
 
-    /// The count so far of `outcome` records on `topic` (for tests and logs).
-    pub fn count(&self, topic: &str, outcome: &str) -> u64 {
-        self.records.with_label_values(&[topic, outcome]).get()
-    }
-
-    /// The count so far of `outcome` records over every topic.
+    /// The count so far of `outcome` records over every topic (for tests and tools).
     pub fn total(&self, outcome: &str) -> u64 {
         use prometheus::core::Collector;
         self.records

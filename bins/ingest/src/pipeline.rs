@@ -1,74 +1,42 @@
-//! One batch of Kafka records: decode → convert → store (one transaction) → publish →
-//! (the caller commits offsets). Nothing here returns before the batch's work is durable:
+//! One batch of Kafka records: decode → convert → store (one transaction per group of
+//! partitions) → publish → (the caller commits offsets). Nothing here returns before each
+//! record of the batch is done with:
 //!
 //! - a record that is invalid in itself goes to its DLT at once;
 //! - a record the database refuses is retried `retry_max_attempts` times, `retry_interval`
 //!   apart, then dead-lettered;
+//! - a dead letter the cluster will never take (too large, its DLT unknown and not
+//!   creatable) is logged at ERROR with the record's coordinates, counted as
+//!   `dead_letter_failed`, and the batch moves on: waiting could not save it, and stalling
+//!   its partition forever would stop every record behind it;
 //! - an unavailable database, Redis or DLT producer is nobody's fault: the batch waits with
-//!   capped backoff until the dependency is back (readiness is false meanwhile) and nothing
-//!   is dead-lettered or dropped for it. Only the shutdown deadline abandons a batch, and an
-//!   abandoned batch is not committed, so it is consumed again.
+//!   capped, jittered backoff until the dependency is back (readiness is false meanwhile) and
+//!   nothing is dead-lettered or dropped for it. Only the shutdown deadline abandons a batch,
+//!   and an abandoned batch is not committed, so it is consumed again.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::convert::{InvalidEvent, convert};
+use futures_util::future::join_all;
+use shared::backoff::Backoff;
+use shared::convert::convert;
 use shared::event::TopicMap;
 use shared::time::Zone;
 
 use crate::admin::{Dependency, Health};
-use crate::dlt::{DeadLetter, DltProducer};
+use crate::dlt::DltProducer;
+use crate::error::DltError;
 use crate::metrics::Metrics;
 use crate::publish::{Outgoing, Publisher};
-use futures_util::future::join_all;
-
+use crate::record::{DeadLetter, Record, RecordError};
 use crate::store::{Incoming, Outcome, SourceRecord, Store, StoreError, Stored};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-/// A consumed Kafka record, owned.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-}
-
-/// Why a record is dead-lettered.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error(transparent)]
-    Invalid(#[from] InvalidEvent),
-    #[error("record has no value")]
-    NoValue,
-    #[error("record value is {len} bytes (at most {max})")]
-    TooLarge { len: usize, max: usize },
-    #[error("topic {0:?} is not configured")]
-    UnknownTopic(String),
-    #[error("the database refused the notification: {0}")]
-    StoreRejected(String),
-}
-
-impl RecordError {
-    /// The error kind written to `kafka_dlt-exception-fqcn`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RecordError::Invalid(e) => e.kind(),
-            RecordError::NoValue => "InvalidEvent.NoValue",
-            RecordError::TooLarge { .. } => "InvalidEvent.TooLarge",
-            RecordError::UnknownTopic(_) => "InvalidEvent.UnknownTopic",
-            RecordError::StoreRejected(_) => "StoreRejected",
-        }
-    }
-}
-
-/// The batch processor; cheap to share.
+/// The batch processor, shared (in an `Arc`) by the run loop and the publisher task.
 pub struct Pipeline {
     pub store: Store,
     pub publisher: Publisher,
@@ -125,7 +93,7 @@ impl Pipeline {
                     },
                 )),
                 Ok(None) => tally.add(&record.topic, "skipped"),
-                Err(err) => letters.push(self.letter(record, &err)),
+                Err(err) => letters.push(DeadLetter::new(record, &err)),
             }
         }
 
@@ -134,10 +102,7 @@ impl Pipeline {
             .store_all(&records, &to_store, &mut letters, &mut tally)
             .await;
         let stored_at = started.elapsed();
-        for letter in &letters {
-            tally.add(&letter.record.topic, "dead_lettered");
-        }
-        self.send_letters(&letters).await;
+        self.send_letters(&letters, &mut tally).await;
 
         let mut outgoing = Vec::new();
         let mut timestamps = Vec::new();
@@ -218,22 +183,6 @@ impl Pipeline {
         Ok(convert(kind, value)?)
     }
 
-    fn letter(&self, record: &Record, err: &RecordError) -> DeadLetter {
-        tracing::error!(
-            topic = %record.topic,
-            partition = record.partition,
-            offset = record.offset,
-            kind = err.kind(),
-            error = %err,
-            "dead-lettering record"
-        );
-        DeadLetter {
-            record: record.clone(),
-            error_kind: err.kind().to_owned(),
-            error_message: err.to_string(),
-        }
-    }
-
     /// Stores the batch as `store_parallelism` concurrent transactions. Records of one
     /// partition always go to the same transaction, in order, so per-partition order holds;
     /// keys shared across transactions are settled by the UNIQUE index.
@@ -290,14 +239,14 @@ impl Pipeline {
         tally: &mut Tally,
     ) -> Vec<Option<Stored>> {
         let batch: Vec<Incoming> = to_store.iter().map(|(_, i)| i.clone()).collect();
-        let mut backoff = Backoff::new(Dependency::Database);
+        let mut outage = Outage::new(self, Dependency::Database);
         let rejected = loop {
             match self.store.store_batch(&batch).await {
                 Ok(stored) => {
-                    backoff.recovered(self);
+                    outage.over();
                     return stored.into_iter().map(Some).collect();
                 }
-                Err(StoreError::Unavailable(err)) => backoff.wait(self, &err).await,
+                Err(StoreError::Unavailable(err)) => outage.wait(&err).await,
                 Err(StoreError::Rejected(err)) => break err,
             }
         };
@@ -309,10 +258,10 @@ impl Pipeline {
             let result = loop {
                 match self.store.store_batch(std::slice::from_ref(incoming)).await {
                     Ok(mut stored) => {
-                        backoff.recovered(self);
+                        outage.over();
                         break stored.pop();
                     }
-                    Err(StoreError::Unavailable(err)) => backoff.wait(self, &err).await,
+                    Err(StoreError::Unavailable(err)) => outage.wait(&err).await,
                     Err(StoreError::Rejected(err)) if attempts < self.retry_max_attempts => {
                         attempts += 1;
                         tally.add(&record.topic, "retried");
@@ -326,9 +275,10 @@ impl Pipeline {
                         tokio::time::sleep(self.retry_interval).await;
                     }
                     Err(StoreError::Rejected(err)) => {
-                        letters.push(
-                            self.letter(record, &RecordError::StoreRejected(err.to_string())),
-                        );
+                        letters.push(DeadLetter::new(
+                            record,
+                            &RecordError::StoreRejected(err.to_string()),
+                        ));
                         break None;
                     }
                 }
@@ -338,30 +288,47 @@ impl Pipeline {
         results
     }
 
-    async fn send_letters(&self, letters: &[DeadLetter]) {
-        let mut backoff = Backoff::new(Dependency::Kafka);
+    /// Sends the batch's dead letters, waiting out a Kafka outage; a letter that can never
+    /// be written is logged and counted, and its record is done with.
+    async fn send_letters(&self, letters: &[DeadLetter], tally: &mut Tally) {
+        let mut outage = Outage::new(self, Dependency::Kafka);
         for letter in letters {
+            let record = &letter.record;
             loop {
                 match self.dlt.send(letter).await {
                     Ok(()) => {
-                        backoff.recovered(self);
+                        outage.over();
+                        tally.add(&record.topic, "dead_lettered");
                         break;
                     }
-                    Err(err) => backoff.wait(self, &err).await,
+                    Err(DltError::Permanent(err)) => {
+                        outage.over();
+                        tracing::error!(
+                            topic = %record.topic,
+                            partition = record.partition,
+                            offset = record.offset,
+                            kind = %letter.error_kind,
+                            error = %err,
+                            "the dead letter can never be written; skipping the record (it stays in its topic until retention)"
+                        );
+                        tally.add(&record.topic, "dead_letter_failed");
+                        break;
+                    }
+                    Err(DltError::Unavailable(err)) => outage.wait(&err).await,
                 }
             }
         }
     }
 
     async fn publish_all(&self, outgoing: &[Outgoing]) {
-        let mut backoff = Backoff::new(Dependency::Redis);
+        let mut outage = Outage::new(self, Dependency::Redis);
         loop {
             match self.publisher.publish(outgoing).await {
                 Ok(()) => {
-                    backoff.recovered(self);
+                    outage.over();
                     return;
                 }
-                Err(err) => backoff.wait(self, &err).await,
+                Err(err) => outage.wait(&err).await,
             }
         }
     }
@@ -374,57 +341,53 @@ fn partition_group(topic: &str, partition: i32, groups: usize) -> usize {
     (hasher.finish() % groups as u64) as usize
 }
 
-/// Capped exponential backoff while a dependency is unavailable; flips readiness.
-struct Backoff {
+/// Waits out an unavailable dependency with capped, jittered backoff; while it is down,
+/// readiness is false and the dependency's metrics say so.
+struct Outage<'a> {
+    pipeline: &'a Pipeline,
     dependency: Dependency,
-    next: Duration,
+    backoff: Backoff,
     waited: bool,
 }
 
-impl Backoff {
-    fn new(dependency: Dependency) -> Self {
-        Backoff {
+impl<'a> Outage<'a> {
+    fn new(pipeline: &'a Pipeline, dependency: Dependency) -> Self {
+        Outage {
+            pipeline,
             dependency,
-            next: BACKOFF_START,
+            backoff: Backoff::new(BACKOFF_START, BACKOFF_CAP),
             waited: false,
         }
     }
 
-    async fn wait(&mut self, pipeline: &Pipeline, err: &(dyn std::fmt::Display + Send + Sync)) {
+    async fn wait(&mut self, err: &(dyn std::fmt::Display + Send + Sync)) {
         let name = self.dependency.name();
         if !self.waited {
-            tracing::warn!(dependency = name, error = %err, "dependency unavailable; pausing consumption");
+            tracing::warn!(dependency = name, error = %err, "dependency unavailable; waiting for it");
         } else {
             tracing::debug!(dependency = name, error = %err, "still unavailable");
         }
         self.waited = true;
-        pipeline.health.set_down(self.dependency, true);
-        pipeline
-            .metrics
-            .dependency_down
-            .with_label_values(&[name])
-            .set(1);
-        pipeline
-            .metrics
-            .outage_waits
-            .with_label_values(&[name])
-            .inc();
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(BACKOFF_CAP);
+        let metrics = &self.pipeline.metrics;
+        self.pipeline.health.set_down(self.dependency, true);
+        metrics.dependency_down.with_label_values(&[name]).set(1);
+        metrics.outage_waits.with_label_values(&[name]).inc();
+        tokio::time::sleep(self.backoff.next()).await;
     }
 
-    fn recovered(&mut self, pipeline: &Pipeline) {
+    /// The dependency answered: clears the outage, if there was one.
+    fn over(&mut self) {
         if self.waited {
             let name = self.dependency.name();
             tracing::info!(dependency = name, "dependency is back; resuming");
-            pipeline.health.set_down(self.dependency, false);
-            pipeline
+            self.pipeline.health.set_down(self.dependency, false);
+            self.pipeline
                 .metrics
                 .dependency_down
                 .with_label_values(&[name])
                 .set(0);
             self.waited = false;
-            self.next = BACKOFF_START;
+            self.backoff.reset();
         }
     }
 }

@@ -54,13 +54,4 @@ impl Publisher {
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection).await
     }
-
-    /// Whether Redis answers a PING.
-    pub async fn ping(&self) -> bool {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .is_ok()
-    }
 }

@@ -1,6 +1,7 @@
 //! `ingest dlt replay`: re-publishes dead letters to their original topic (from the
 //! `kafka_dlt-original-topic` header), with their original key and value, after the cause
-//! was fixed. Reads the DLT without a consumer group, from an offset, up to a limit.
+//! was fixed. Reads the DLT by assigning its partitions (no group membership, nothing
+//! committed), from an offset, up to a limit.
 
 use std::time::Duration;
 

@@ -12,10 +12,13 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use shared::backoff::Backoff;
 use shared::notification::{DedupKey, NewNotification, Notification, Status};
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
 use sqlx::{Connection, Executor, MySql, QueryBuilder, Row, Transaction};
+
+pub use crate::error::StoreError;
 
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -25,9 +28,11 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// and ten SELECT texts and reuses them from its statement cache: preparing a statement of
 /// thousands of placeholders for every odd-sized batch costs more than the insert itself.
 const MAX_ROWS_PER_STATEMENT: usize = 512;
-/// Lock conflicts (deadlock, lock wait timeout) are retried this many times in place.
+/// Lock conflicts (deadlock, lock wait timeout) are retried this many times in place, after
+/// a jittered pause (so the two writers of a deadlock do not meet again at once).
 const CONFLICT_RETRIES: u32 = 5;
-const CONFLICT_BACKOFF: Duration = Duration::from_millis(20);
+const CONFLICT_BACKOFF_START: Duration = Duration::from_millis(20);
+const CONFLICT_BACKOFF_CAP: Duration = Duration::from_millis(200);
 
 /// The Kafka record a notification came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -108,33 +113,6 @@ impl Stored {
     }
 }
 
-/// Why a batch was not stored. The variant says what the caller should do.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot be reached or is not writable: an outage, not the records'
-    /// fault. Wait and try again; never dead-letter for this.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    /// The database refused the data of this batch (e.g. an invalid value): retry, then
-    /// find the offending record and dead-letter it.
-    #[error("database rejected the batch: {0}")]
-    Rejected(#[source] sqlx::Error),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        let data_error = err
-            .as_database_error()
-            .and_then(|db| db.code())
-            .is_some_and(|state| state.starts_with("22") || state.starts_with("23"));
-        if data_error {
-            StoreError::Rejected(err)
-        } else {
-            StoreError::Unavailable(err)
-        }
-    }
-}
-
 /// The notifications table.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -203,13 +181,14 @@ impl Store {
         let write_batch = rand::random::<i64>() & i64::MAX;
 
         let mut attempt = 0;
+        let mut backoff = Backoff::new(CONFLICT_BACKOFF_START, CONFLICT_BACKOFF_CAP);
         let rows = loop {
             match self.write(batch, &order, created_at, write_batch).await {
                 Ok(rows) => break rows,
                 Err(err) if is_lock_conflict(&err) && attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                     tracing::debug!(%err, attempt, "lock conflict; retrying the batch");
-                    tokio::time::sleep(CONFLICT_BACKOFF * attempt).await;
+                    tokio::time::sleep(backoff.next()).await;
                 }
                 Err(err) => return Err(err.into()),
             }
