@@ -111,9 +111,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         Some("k1"),
         &json!({"sub": user, "exp": Utc::now().timestamp() + 3600}),
     );
+    let bin = schemathesis();
     let workdir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&workdir).unwrap();
-    let mut command = Command::new(schemathesis());
+    let mut command = Command::new(bin);
     command
         .arg("run")
         .arg(format!("{base}/api/v1/notifications/openapi.json"))
