@@ -36,7 +36,8 @@ pub struct PageBody<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct SliceBody<'a> {
     pub items: Vec<NotificationJson<'a>>,
-    /// `null` after the last slice.
+    /// `null` after the last slice (always present: it tells a slice from a page).
+    #[schema(required = true)]
     pub next_cursor: Option<i64>,
 }
 
@@ -46,6 +47,21 @@ pub struct SliceBody<'a> {
 pub enum ListBody<'a> {
     Page(PageBody<'a>),
     Slice(SliceBody<'a>),
+}
+
+/// How `unread/count` groups its answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CountBy {
+    Category,
+}
+
+/// The unread count: a bare number, or by portal domain (`by=category`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CountBody {
+    Total(u64),
+    ByCategory(CategoryCounts),
 }
 
 /// Unread notifications by portal domain.
@@ -148,9 +164,9 @@ pub async fn unread(
     get,
     path = "/api/v1/notifications/unread/count",
     tag = "inbox",
-    params(("by" = Option<String>, Query, description = "`category`: counts by portal domain")),
+    params(("by" = Option<CountBy>, Query, description = "`category`: counts by portal domain")),
     responses(
-        (status = 200, description = "the unread count (a number), or with `by=category` the counts by domain", body = Envelope<u64>),
+        (status = 200, description = "the unread count (a number), or with `by=category` the counts by domain", body = Envelope<CountBody>),
         (status = 400, description = "C002: bad parameter", body = Failure),
         (status = 401, description = "C005: no or bad credentials", body = Failure),
     ),
@@ -163,7 +179,7 @@ pub async fn unread_count(
 ) -> Result<Response, ApiError> {
     let inbox = state.inbox()?;
     if params::count_by(&uri)?.is_none() {
-        return Ok(ok(inbox.unread_count(&user).await?));
+        return Ok(ok(CountBody::Total(inbox.unread_count(&user).await?)));
     }
     let mut counts = CategoryCounts::default();
     for (category, n) in inbox.unread_by_category(&user).await? {
@@ -174,7 +190,7 @@ pub async fn unread_count(
             Category::System => &mut counts.system,
         } = n;
     }
-    Ok(ok(counts))
+    Ok(ok(CountBody::ByCategory(counts)))
 }
 
 /// Marks one notification read (idempotent: `readAt` is set once).
@@ -182,7 +198,7 @@ pub async fn unread_count(
     put,
     path = "/api/v1/notifications/{id}/read",
     tag = "inbox",
-    params(("id" = i64, Path, description = "the notification's id")),
+    params(("id" = i64, Path, description = "the notification's id", minimum = 1)),
     responses(
         (status = 200, description = "the notification, READ", body = Envelope<NotificationJson>),
         (status = 400, description = "C002: the id is not a number", body = Failure),
@@ -242,7 +258,7 @@ pub async fn read_all(
     delete,
     path = "/api/v1/notifications/{id}",
     tag = "inbox",
-    params(("id" = i64, Path, description = "the notification's id")),
+    params(("id" = i64, Path, description = "the notification's id", minimum = 1)),
     responses(
         (status = 200, description = "deleted", body = Done),
         (status = 400, description = "C002: the id is not a number", body = Failure),

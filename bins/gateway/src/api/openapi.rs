@@ -11,7 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiState;
 use super::error::{Done, ErrorBody, Failure};
-use super::handlers::{self, CategoryCounts, ListBody, PageBody, SliceBody, TicketBody};
+use super::handlers::{
+    self, CategoryCounts, CountBody, CountBy, ListBody, PageBody, SliceBody, TicketBody,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,7 +35,7 @@ use super::handlers::{self, CategoryCounts, ListBody, PageBody, SliceBody, Ticke
         handlers::ws_ticket
     ),
     components(schemas(
-        ListBody, PageBody, SliceBody, CategoryCounts, TicketBody, Done, Failure, ErrorBody
+        ListBody, PageBody, SliceBody, CategoryCounts, CountBody, CountBy, TicketBody, Done, Failure, ErrorBody
     )),
     modifiers(&BearerAuth)
 )]
