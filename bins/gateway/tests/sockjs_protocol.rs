@@ -1,6 +1,7 @@
 //! The SockJS layer over real TCP, with small applications inside: an echo (which reports
 //! when its input closes) and one that closes at once. Raw HTTP/1.0 and 1.1 requests, so
-//! every byte on the wire is checked.
+//! every byte on the wire is checked. Steps wait for the event they depend on (an answer,
+//! the application's report, the kernel's socket queues), never for a fixed time.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +15,13 @@ use gateway::sockjs::{self, Application, Connection, Options, Refusal, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for any one answer or event.
+const WITHIN: Duration = Duration::from_secs(10);
+/// Pause between two polls of a condition (bounded by `WITHIN`).
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// Echoes each message; reports how its session ended.
 #[derive(Clone)]
@@ -133,9 +141,9 @@ async fn request(addr: SocketAddr, head: &str, body: &str) -> String {
     );
     stream.write_all(text.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+    tokio::time::timeout(WITHIN, stream.read_to_end(&mut out))
         .await
-        .expect("answer within 10 s")
+        .expect("answer in time")
         .unwrap();
     String::from_utf8(out).unwrap()
 }
@@ -234,15 +242,27 @@ async fn xhr_session_round_trip_and_refusals() {
         "404"
     );
 
-    // Only one receiver at a time.
-    let first = tokio::spawn(post(addr, "/echo/000/s1/xhr", ""));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Only one receiver at a time: of two concurrent polls, the one that comes second is
+    // refused at once (whichever it is), and the attached one takes what follows.
+    let mut first = tokio::spawn(post(addr, "/echo/000/s1/xhr", ""));
+    let mut second = tokio::spawn(post(addr, "/echo/000/s1/xhr", ""));
+    let (refused, attached) = tokio::time::timeout(WITHIN, async {
+        tokio::select! {
+            answer = &mut first => (answer.unwrap(), second),
+            answer = &mut second => (answer.unwrap(), first),
+        }
+    })
+    .await
+    .expect("one of two receivers is refused");
     assert_eq!(
-        body(&post(addr, "/echo/000/s1/xhr", "").await),
+        body(&refused),
         "c[2010,\"Another connection still open\"]\n"
     );
     post(addr, "/echo/000/s1/xhr_send", "[\"late\"]").await;
-    assert_eq!(body(&first.await.unwrap()), "a[\"late\"]\n");
+    let attached = tokio::time::timeout(WITHIN, attached)
+        .await
+        .expect("the attached receiver answers");
+    assert_eq!(body(&attached.unwrap()), "a[\"late\"]\n");
 
     // The close service: o, then Go away! for as long as the session is remembered.
     assert_eq!(body(&post(addr, "/close/000/c1/xhr", "").await), "o\n");
@@ -265,15 +285,9 @@ async fn an_aborted_receiver_ends_the_session() {
         )
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("o\n") {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "stream ended early");
-        seen.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut stream, "o\n").await;
     drop(stream);
-    let ended = tokio::time::timeout(Duration::from_secs(5), server.ended.recv()).await;
+    let ended = tokio::time::timeout(WITHIN, server.ended.recv()).await;
     assert_eq!(ended.unwrap(), Some("input_closed"));
     assert_eq!(
         body(&post(addr, "/echo/000/ab/xhr", "").await),
@@ -287,16 +301,25 @@ async fn a_session_without_receiver_expires_after_the_disconnect_delay() {
     let addr = server.addr;
     assert_eq!(body(&post(addr, "/echo/000/ex/xhr", "").await), "o\n");
     let started = tokio::time::Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(5), server.ended.recv()).await;
+    let ended = tokio::time::timeout(WITHIN, server.ended.recv()).await;
     assert_eq!(ended.unwrap(), Some("input_closed"));
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "{:?}",
         started.elapsed()
     );
-    // Forgotten: the same id opens a new session.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(body(&post(addr, "/echo/000/ex/xhr", "").await), "o\n");
+    // Then forgotten: the same id opens a new session. Until the closed session is
+    // forgotten (just after its input closed), the id answers its close frame.
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        match body(&post(addr, "/echo/000/ex/xhr", "").await) {
+            "o\n" => break,
+            "c[3000,\"Go away!\"]\n" => {}
+            other => panic!("neither the old session's close nor a new session: {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "the session is never forgotten");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 }
 
 #[tokio::test]
@@ -306,7 +329,7 @@ async fn output_nobody_takes_is_bounded_by_the_send_buffer() {
     assert_eq!(body(&post(addr, "/echo/000/fl/xhr", "").await), "o\n");
     // 64 KiB toward a session whose client never polls: 8 KiB fit, then the send times out.
     post(addr, "/echo/000/fl/xhr_send", "[\"flood 64\"]").await;
-    let ended = tokio::time::timeout(Duration::from_secs(5), server.ended.recv()).await;
+    let ended = tokio::time::timeout(WITHIN, server.ended.recv()).await;
     assert_eq!(ended.unwrap(), Some("send_timeout"));
     let answer = post(addr, "/echo/000/fl/xhr", "").await;
     let frame = body(&answer);
@@ -378,14 +401,14 @@ async fn streams_end_at_the_response_limit() {
         .write_all(b"GET /echo/000/lim/eventsource HTTP/1.0\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The session exists (xhr_send would answer 404 before) once its open frame arrives.
+    let mut out = read_until(&mut stream, "data: o\r\n\r\n").await;
     let big = format!("[\"{}\"]", "y".repeat(4096));
     assert_eq!(
         status(&post(addr, "/echo/000/lim/xhr_send", &big).await),
         "204"
     );
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+    tokio::time::timeout(WITHIN, stream.read_to_end(&mut out))
         .await
         .expect("the stream ends by itself")
         .unwrap();
@@ -414,16 +437,102 @@ async fn a_broken_payload_closes_the_websocket_with_a_close_frame_not_a_reset() 
         .await
         .unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("o".into()));
+    let (client, server_side) = {
+        let tcp = socket(&ws);
+        (tcp.local_addr().unwrap(), tcp.peer_addr().unwrap())
+    };
     ws.send(Message::Text("[\"a".into())).await.unwrap();
-    // More arrives after the server has closed: the close frame must still reach us.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The server has closed once its close frame is on our socket (peeked, not consumed).
+    tokio::time::timeout(WITHIN, socket(&ws).peek(&mut [0u8; 1]))
+        .await
+        .expect("the server closes")
+        .unwrap();
+    // More arrives after the server has closed; go on once the server's TCP has taken it
+    // (a server that drops its socket with it unread resets the connection).
+    assert!(
+        tcp_queues(client, server_side).is_some() && tcp_queues(server_side, client).is_some(),
+        "both ends are in the kernel's table"
+    );
     ws.send(Message::Text("[\"b\"]".into())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+    let deadline = Instant::now() + WITHIN;
+    while !taken_by_peer(client, server_side) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never takes our bytes"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let closed = tokio::time::timeout(WITHIN, ws.next())
         .await
         .expect("the server closes");
     assert!(
         matches!(closed, Some(Ok(Message::Close(_)))),
         "a close frame, got {closed:?}"
     );
+    // Not a reset: the server waits for our Close (sent as we read its own), then ends the
+    // connection in order. (On Linux a reset does not discard what has already arrived, so
+    // the close frame alone does not tell the two servers apart; this end does.)
+    let end = tokio::time::timeout(WITHIN, ws.next())
+        .await
+        .expect("the connection ends");
+    assert!(end.is_none(), "an orderly end, got {end:?}");
+}
+
+/// The TCP socket under a client WebSocket.
+fn socket(ws: &WebSocketStream<MaybeTlsStream<TcpStream>>) -> &TcpStream {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp,
+        _ => panic!("plain TCP expected"),
+    }
+}
+
+/// Whether the peer's TCP has taken everything `local` sent to it: acknowledged and read
+/// by the peer's application, or the connection reset (Linux `/proc/net/tcp`).
+fn taken_by_peer(local: SocketAddr, peer: SocketAddr) -> bool {
+    let unacknowledged = tcp_queues(local, peer).map_or(0, |(tx, _)| tx);
+    let unread = tcp_queues(peer, local).map_or(0, |(_, rx)| rx);
+    unacknowledged == 0 && unread == 0
+}
+
+/// `(tx_queue, rx_queue)` of the IPv4 socket `local` → `remote`, if it exists: bytes sent
+/// and not yet acknowledged, bytes received and not yet read by the application.
+fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
+    // The kernel prints the address as the hex of its in-memory (network order) u32.
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("IPv4 loopback expected"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (tx, rx) = fields.get(4)?.split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
+}
+
+/// Reads from `stream` until what has arrived contains `marker`; returns all of it.
+async fn read_until(stream: &mut TcpStream, marker: &str) -> Vec<u8> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(WITHIN, async {
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "stream ended before {marker:?}");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{marker:?} in time"));
+    seen
 }
