@@ -122,7 +122,14 @@ impl Hub {
             ready: Arc::default(),
         };
         let pattern = (mode == SubscribeMode::Pattern).then(|| channels.pattern());
-        tokio::spawn(relay::run(hub.clone(), client, pattern, shutdown.clone()));
+        let address = shared::config::redact_url(redis_url);
+        tokio::spawn(relay::run(
+            hub.clone(),
+            client,
+            address,
+            pattern,
+            shutdown.clone(),
+        ));
         tokio::spawn(fanout::run(hub.clone(), jobs, shutdown));
         Ok(hub)
     }

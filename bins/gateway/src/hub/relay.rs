@@ -25,9 +25,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const MESSAGES_PER_CHANGE: usize = 64;
 
 /// `pattern`: pattern mode's `PSUBSCRIBE` pattern.
+/// `address`: Redis as logs may name it (no password).
 pub(super) async fn run(
     hub: Hub,
     client: redis::Client,
+    address: String,
     pattern: Option<String>,
     shutdown: CancellationToken,
 ) {
@@ -38,7 +40,7 @@ pub(super) async fn run(
             _ = shutdown.cancelled() => return,
             pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()) => pubsub,
         };
-        match pubsub {
+        let reason = match pubsub {
             Ok(Ok(pubsub)) => {
                 if connected_once {
                     hub.metrics.redis_reconnects.inc();
@@ -59,15 +61,24 @@ pub(super) async fn run(
                 hub.metrics.subscriptions.set(0);
                 match lost {
                     None => return, // shutdown
-                    Some(reason) => tracing::warn!(%reason, "Redis relay lost; reconnecting"),
+                    Some(reason) => format!("connection lost: {reason}"),
                 }
             }
-            Ok(Err(err)) => tracing::warn!(%err, "Redis unavailable; relay retrying"),
-            Err(_) => tracing::warn!("Redis connection attempt timed out; relay retrying"),
-        }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "connection attempt timed out".to_owned(),
+        };
+        let wait = backoff.next();
+        // One line per backoff step: what is missing, why, and what to do about it.
+        tracing::warn!(
+            redis = %address,
+            %reason,
+            retry_in_ms = wait.as_millis() as u64,
+            "no Redis: notifications are not relayed until it is back \
+             (start redis-server, or point REDIS_URL / REDIS_HOST at it)"
+        );
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next()) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
