@@ -7,7 +7,7 @@
 use super::decode::StompError;
 use super::frame::{Frame, Version};
 
-/// Undoes the escaping of a header name or value (`version` escapes; see the module doc).
+/// Undoes the escaping of a header name or value of a frame whose headers `version` escapes.
 pub(super) fn unescape(text: &str, version: Version) -> Result<String, StompError> {
     if !text.contains('\\') {
         return Ok(text.to_owned());

@@ -141,7 +141,9 @@ impl Decoder {
                 match self.find_head_end(buf, from) {
                     Ok((head_end, body_start)) => self.parse_head(&buf[..head_end], body_start)?,
                     Err(from) => {
-                        if buf.len() > self.max_frame_bytes {
+                        // The frame still needs at least the empty line's EOL and a NUL: the
+                        // verdict that parse_head gives once the head is complete, given early.
+                        if !buf.is_empty() && buf.len().saturating_add(2) > self.max_frame_bytes {
                             return Err(StompError::TooLarge(self.max_frame_bytes));
                         }
                         self.progress = Progress::Head { from };
@@ -217,7 +219,8 @@ impl Decoder {
         body_start: usize,
     ) -> Result<(Head, BodyEnd), StompError> {
         self.examined(head.len());
-        if head.len() > self.max_frame_bytes {
+        // Even an empty body needs its NUL: the frame is at least `body_start + 1` bytes.
+        if body_start >= self.max_frame_bytes {
             return Err(StompError::TooLarge(self.max_frame_bytes));
         }
         let mut lines = head.split(|b| *b == b'\n').map(strip_cr);
@@ -521,6 +524,44 @@ mod tests {
         })
         .collect();
         assert!(quadratic.is_empty(), "{quadratic:#?}");
+    }
+
+    /// Decodes `bytes` fed one byte per `decode` call, with a fresh copy of `d`.
+    fn decode_byte_by_byte(d: &Decoder, bytes: &[u8]) -> Result<Vec<Item>, StompError> {
+        let mut d = d.clone();
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        for byte in bytes {
+            buf.extend_from_slice(&[*byte]);
+            while let Some(item) = d.decode(&mut buf)? {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
+    #[test]
+    fn the_size_verdict_does_not_depend_on_how_the_bytes_arrive() {
+        // A 16-byte head whose header is not UTF-8: the frame needs 19 bytes.
+        let frame = b"SEND\nk:\xff23456789\n\n\0";
+        for max in [16, 17, 18, 19] {
+            let d = Decoder::new(max, 8);
+            let expected = if max < 19 {
+                StompError::TooLarge(max)
+            } else {
+                StompError::NotUtf8
+            };
+            assert_eq!(
+                decode_all(&d, frame),
+                Err(expected.clone()),
+                "whole, max {max}"
+            );
+            assert_eq!(
+                decode_byte_by_byte(&d, frame),
+                Err(expected),
+                "byte by byte, max {max}"
+            );
+        }
     }
 
     #[test]
