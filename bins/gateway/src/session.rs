@@ -147,6 +147,7 @@ impl Session {
     pub fn heartbeats(&self) -> (Option<Duration>, Option<Duration>) {
         let (sx, sy) = self.config.heartbeat_ms;
         let (cx, cy) = self.client_heartbeat;
+        // A client's period is capped (MAX_HEARTBEAT_MS): no deadline arithmetic overflows.
         let send = (sx > 0 && cy > 0).then(|| Duration::from_millis(sx.max(cy)));
         let expect = (sy > 0 && cx > 0).then(|| Duration::from_millis(2 * sy.max(cx)));
         (send, expect)
@@ -449,9 +450,19 @@ fn receipt(id: Option<&str>) -> Vec<Action> {
         .collect()
 }
 
+/// The longest heart-beat period a client may ask for: a day (longer means "none" in
+/// practice, and bounded periods keep every deadline computable).
+const MAX_HEARTBEAT_MS: u64 = 86_400_000;
+
 fn parse_heartbeat(value: &str) -> Option<(u64, u64)> {
     let (x, y) = value.split_once(',')?;
-    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+    let period = |text: &str| {
+        text.trim()
+            .parse::<u64>()
+            .ok()
+            .map(|ms| ms.min(MAX_HEARTBEAT_MS))
+    };
+    Some((period(x)?, period(y)?))
 }
 
 #[cfg(test)]
@@ -556,6 +567,19 @@ mod tests {
             s.on_frame(subscribe("0", USER_QUEUE)).is_empty(),
             "nothing after close"
         );
+    }
+
+    #[test]
+    fn huge_heart_beats_are_capped_not_overflowed() {
+        let mut s = Session::new(SessionConfig::default());
+        s.on_frame(connect(&[
+            ("X-WS-Ticket", "t"),
+            ("heart-beat", "18446744073709551615,18446744073709551615"),
+        ]));
+        s.authenticated("u1".into());
+        let (send, expect) = s.heartbeats();
+        assert_eq!(send, Some(Duration::from_millis(MAX_HEARTBEAT_MS)));
+        assert_eq!(expect, Some(Duration::from_millis(2 * MAX_HEARTBEAT_MS)));
     }
 
     #[test]
