@@ -256,7 +256,9 @@ impl Ingest {
                         .full_since()
                         .is_some_and(|since| since + pause_after <= now);
                     if storing.is_some() && !paused && blocked {
-                        tracing::warn!(
+                        // Debug only: a slow database pauses now and then under load too;
+                        // an outage is logged where it is waited out.
+                        tracing::debug!(
                             waiting = pending.len(),
                             "the pipeline is blocked; pausing fetches and polling on"
                         );
@@ -323,7 +325,7 @@ impl Ingest {
     fn set_paused(&self, paused: bool) {
         match group::set_paused(&self.consumer, paused) {
             Ok(()) if !paused => {
-                tracing::info!("the pipeline took the waiting batch; fetching resumed")
+                tracing::debug!("the pipeline took the waiting batch; fetching resumed")
             }
             Ok(()) => {}
             Err(err) => tracing::warn!(%err, paused, "cannot pause or resume fetching"),
