@@ -192,11 +192,30 @@ async fn every_topic_is_stored_and_published_exactly() {
     env.produce_all(&events).await;
 
     wait_until("13 rows", SETTLE, || async { env.db.count().await == 13 }).await;
-    wait_until("13 publishes", SETTLE, || async { received.len() == 13 }).await;
+    wait_until(
+        "13 notifications and 1 time deal published",
+        SETTLE,
+        || async { received.len() == 14 },
+    )
+    .await;
     wait_until("timedeal committed", SETTLE, || async {
-        running.total("skipped") == 1
+        running.total("broadcast") == 1
     })
     .await;
+    // The time deal: no row, one broadcast on its channel.
+    let (_, deal) = events
+        .iter()
+        .find(|(k, _)| *k == EventKind::TimeDealStarted)
+        .unwrap();
+    let broadcast = shared::broadcast::time_deal(deal.as_bytes()).unwrap();
+    assert!(
+        received.all().contains(&(
+            format!("{}broadcast:timedeals", env.prefix),
+            broadcast.clone()
+        )),
+        "{broadcast} on the broadcast channel"
+    );
+    assert!(broadcast.contains(r#""message":"특가 타임딜이 시작되었습니다""#));
     let zone: Zone = "Asia/Seoul".parse().unwrap();
     let stored = stored_notifications(&env.db).await;
     let published: HashMap<String, String> =

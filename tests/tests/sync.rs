@@ -503,3 +503,45 @@ async fn time_deals_reach_each_subscriber_once_on_every_instance_and_nobody_else
         "not subscribed: nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_deal_produced_into_kafka_reaches_subscribers_through_the_real_ingest() {
+    use ingest::config::IngestConfig;
+    use ingest::consumer::Ingest;
+    use shared::channel::Channels;
+    use shared::event::{EventKind, TopicMap};
+    use support::kafka::{self, MockKafka};
+
+    let env = Env::new().await;
+    let topics = TopicMap::default();
+    let kafka = MockKafka::new(&topics);
+    let mut config = IngestConfig::new(&kafka.bootstrap, &env.db.url, &support::redis_url());
+    config.group_id = support::unique_name("group");
+    config.channels = Channels::new(env.prefix.clone());
+    let ingest = Ingest::new(config).await.expect("ingest starts");
+    let stop_ingest = CancellationToken::new();
+    let running = tokio::spawn(ingest.run(stop_ingest.clone()));
+
+    let gw = env.gateway(|_| {}).await;
+    let mut client = Client::connect(&gw, "shopper").await;
+    client.subscribe("t", "/topic/timedeals", "").await;
+    let event = r#"{"timeDealId":9,"timeDealName":"한정 특가"}"#;
+    kafka::produce(
+        &kafka::producer(&kafka.bootstrap),
+        topics.topic(EventKind::TimeDealStarted),
+        Some("9"),
+        event.as_bytes(),
+    )
+    .await;
+    let (headers, body) = client.message().await;
+    assert_eq!(headers["destination"], "/topic/timedeals");
+    assert_eq!(
+        body,
+        serde_json::from_str::<Value>(&shared::broadcast::time_deal(event.as_bytes()).unwrap())
+            .unwrap()
+    );
+    assert_eq!(body["message"], "한정 특가 타임딜이 시작되었습니다");
+    assert_eq!(env.db.count().await, 0, "no per-user row");
+    stop_ingest.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), running).await;
+}

@@ -9,8 +9,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Records by topic and outcome: stored, duplicate, replayed (its own row existed:
     /// published again), dead_lettered, dead_letter_failed (its letter could never be
-    /// written: logged and skipped), retried (one count per retry), skipped (valid, no
-    /// per-user notification).
+    /// written: logged and skipped), retried (one count per retry), broadcast (a time deal:
+    /// published on the broadcast channel, no row), skipped (valid, nothing to do).
     pub records: IntCounterVec,
     pub batch_size: Histogram,
     /// Wall time to process one batch, from the start of its store stage to its publish.

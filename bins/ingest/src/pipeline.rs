@@ -29,9 +29,11 @@ use crate::admin::{Dependency, Health};
 use crate::dlt::DltProducer;
 use crate::error::DltError;
 use crate::metrics::Metrics;
-use crate::publish::{Outgoing, Publisher};
+use crate::publish::{Destination, Outgoing, Publisher};
 use crate::record::{DeadLetter, Record, RecordError};
 use crate::store::{Incoming, Outcome, SourceRecord, Store, StoreError, Stored};
+use shared::channel::TIMEDEALS;
+use shared::event::EventKind;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -62,6 +64,16 @@ pub struct Staged {
     started: Instant,
 }
 
+/// What one record's value makes.
+enum Decoded {
+    /// A per-user notification, to store and publish.
+    Notification(shared::notification::NewNotification),
+    /// A broadcast (time deals), to publish only.
+    Broadcast(String),
+    /// Nothing (valid, but no notification).
+    Nothing,
+}
+
 /// Per-topic outcome counts of one batch, applied to the metrics at the end.
 #[derive(Default)]
 struct Tally(HashMap<(String, &'static str), u64>);
@@ -79,9 +91,14 @@ impl Pipeline {
         let mut tally = Tally::default();
         let mut letters = Vec::new();
         let mut to_store: Vec<(usize, Incoming)> = Vec::new();
+        let mut broadcasts = Vec::new();
         for (index, record) in records.iter().enumerate() {
             match self.decode(record) {
-                Ok(Some(notification)) => to_store.push((
+                Ok(Decoded::Broadcast(json)) => {
+                    tally.add(&record.topic, "broadcast");
+                    broadcasts.push((index, json));
+                }
+                Ok(Decoded::Notification(notification)) => to_store.push((
                     index,
                     Incoming {
                         notification,
@@ -92,7 +109,7 @@ impl Pipeline {
                         }),
                     },
                 )),
-                Ok(None) => tally.add(&record.topic, "skipped"),
+                Ok(Decoded::Nothing) => tally.add(&record.topic, "skipped"),
                 Err(err) => letters.push(DeadLetter::new(record, &err)),
             }
         }
@@ -120,11 +137,19 @@ impl Pipeline {
             if result.outcome.must_publish() {
                 let notification = result.notification(&incoming.notification);
                 outgoing.push(Outgoing {
-                    user_id: notification.user_id.clone(),
+                    to: Destination::User(notification.user_id.clone()),
                     json: notification.to_json(&self.zone),
                 });
                 timestamps.extend(records[*index].timestamp_ms);
             }
+        }
+        // Time deals: no row, only the broadcast.
+        for (index, json) in broadcasts {
+            outgoing.push(Outgoing {
+                to: Destination::Broadcast(TIMEDEALS),
+                json,
+            });
+            timestamps.extend(records[index].timestamp_ms);
         }
         tracing::debug!(
             records = records.len(),
@@ -165,10 +190,7 @@ impl Pipeline {
             .observe(staged.started.elapsed().as_secs_f64());
     }
 
-    fn decode(
-        &self,
-        record: &Record,
-    ) -> Result<Option<shared::notification::NewNotification>, RecordError> {
+    fn decode(&self, record: &Record) -> Result<Decoded, RecordError> {
         let kind = self
             .topics
             .kind(&record.topic)
@@ -180,7 +202,13 @@ impl Pipeline {
                 max: self.max_event_bytes,
             });
         }
-        Ok(convert(kind, value)?)
+        if kind == EventKind::TimeDealStarted {
+            return Ok(Decoded::Broadcast(shared::broadcast::time_deal(value)?));
+        }
+        Ok(match convert(kind, value)? {
+            Some(notification) => Decoded::Notification(notification),
+            None => Decoded::Nothing,
+        })
     }
 
     /// Stores the batch as `store_parallelism` concurrent transactions. Records of one

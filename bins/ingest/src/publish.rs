@@ -1,4 +1,5 @@
-//! Redis publishing (SPEC 2.3): `PUBLISH notification:{userId} <json>`, pipelined per batch.
+//! Redis publishing (SPEC 2.3): `PUBLISH notification:{userId} <json>`, and time deals on
+//! the broadcast channel `notification:broadcast:timedeals`, pipelined per batch.
 //!
 //! The connection manager reconnects by itself; a failed pipeline is reported as an outage
 //! and the caller retries the whole pipeline (subscribers dedup by `id`).
@@ -8,10 +9,19 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
 
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// The user's own channel.
+    User(String),
+    /// A broadcast topic's channel (`timedeals`).
+    Broadcast(&'static str),
+}
+
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub user_id: String,
+    pub to: Destination,
     pub json: String,
 }
 
@@ -46,10 +56,11 @@ impl Publisher {
         }
         let mut pipe = redis::pipe();
         for message in messages {
-            pipe.cmd("PUBLISH")
-                .arg(self.channels.for_user(&message.user_id))
-                .arg(&message.json)
-                .ignore();
+            let channel = match &message.to {
+                Destination::User(user) => self.channels.for_user(user),
+                Destination::Broadcast(topic) => self.channels.broadcast(topic),
+            };
+            pipe.cmd("PUBLISH").arg(channel).arg(&message.json).ignore();
         }
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection).await
