@@ -1,11 +1,12 @@
 //! The admin listener both binaries serve beside their work: `/metrics` (Prometheus text),
 //! `/healthz` (200 while the process serves HTTP at all) and `/readyz` (200 while the
-//! binary's own readiness check passes, 503 otherwise).
+//! binary's own readiness check passes; otherwise 503 saying what is missing, e.g.
+//! `not ready: redis unreachable (redis://10.0.0.5:6379/)`).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let router = shared::admin::router(|| "up 1\n".to_owned(), || true);
+//! let router = shared::admin::router(|| "up 1\n".to_owned(), || Ok(()));
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! tokio::spawn(shared::admin::serve(listener, router, shutdown));
 //! # Ok(())
@@ -21,11 +22,12 @@ use tokio_util::sync::CancellationToken;
 /// The content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The three admin routes: `metrics` renders the exposition text, `ready` answers readiness.
+/// The three admin routes: `metrics` renders the exposition text, `ready` answers readiness
+/// (`Err`: why not, for the 503's body).
 pub fn router<M, R>(metrics: M, ready: R) -> Router
 where
     M: Fn() -> String + Clone + Send + Sync + 'static,
-    R: Fn() -> bool + Clone + Send + Sync + 'static,
+    R: Fn() -> Result<(), String> + Clone + Send + Sync + 'static,
 {
     Router::new()
         .route(
@@ -36,10 +38,9 @@ where
         .route(
             "/readyz",
             get(move || async move {
-                if ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                match ready() {
+                    Ok(()) => (StatusCode::OK, "ready".to_owned()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
                 }
             }),
         )
@@ -81,7 +82,13 @@ mod tests {
         let check = ready.clone();
         let router = router(
             || "requests_total 7\n".to_owned(),
-            move || check.load(Ordering::Relaxed),
+            move || {
+                if check.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    Err("redis unreachable".into())
+                }
+            },
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -90,7 +97,12 @@ mod tests {
 
         let health = get(addr, "/healthz").await;
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        let not_ready = get(addr, "/readyz").await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(
+            not_ready.ends_with("not ready: redis unreachable"),
+            "{not_ready}"
+        );
         ready.store(true, Ordering::Relaxed);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         let metrics = get(addr, "/metrics").await;

@@ -301,7 +301,13 @@ async fn the_image_healthcheck_passes_only_when_the_admin_listener_answers_200()
 
     let ready = Arc::new(AtomicBool::new(true));
     let flag = ready.clone();
-    let router = shared::admin::router(String::new, move || flag.load(Ordering::Relaxed));
+    let router = shared::admin::router(String::new, move || {
+        if flag.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("redis unreachable".to_owned())
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     let shutdown = CancellationToken::new();

@@ -64,6 +64,8 @@ pub struct Gateway {
     admin: Option<TcpListener>,
     state: AppState,
     api: Arc<ApiState>,
+    /// The relay's Redis, for readiness answers.
+    redis_url: String,
     sockjs_options: sockjs::Options,
 }
 
@@ -173,6 +175,7 @@ impl Gateway {
             admin,
             state,
             api,
+            redis_url,
             sockjs_options,
         })
     }
@@ -198,7 +201,16 @@ impl Gateway {
             let metrics = self.state.metrics.clone();
             let state = self.state.clone();
             // Ready: not shutting down, and the relay connected with every channel subscribed.
-            let ready = move || !state.shutdown.is_cancelled() && state.hub.is_connected();
+            let redis = shared::config::redact_url(&self.redis_url);
+            let ready = move || {
+                if state.shutdown.is_cancelled() {
+                    Err("shutting down".to_owned())
+                } else if !state.hub.is_connected() {
+                    Err(format!("redis unreachable or not subscribed yet ({redis})"))
+                } else {
+                    Ok(())
+                }
+            };
             let routes = shared::admin::router(move || metrics.render(), ready);
             tracing::info!(addr = %admin.local_addr()?, "admin listening");
             let stop = shutdown.clone();

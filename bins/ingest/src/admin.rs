@@ -60,10 +60,23 @@ impl Health {
 
     /// Whether `/readyz` answers 200.
     pub fn ready(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed)
-            && [Dependency::Database, Dependency::Redis, Dependency::Kafka]
-                .iter()
-                .all(|d| !self.flag(*d).load(Ordering::Relaxed))
+        self.readiness().is_ok()
+    }
+
+    /// `/readyz`'s answer: ready, or what is missing.
+    pub fn readiness(&self) -> Result<(), String> {
+        let down: Vec<&str> = [Dependency::Database, Dependency::Redis, Dependency::Kafka]
+            .iter()
+            .filter(|d| self.flag(**d).load(Ordering::Relaxed))
+            .map(|d| d.name())
+            .collect();
+        if !down.is_empty() {
+            return Err(format!("{} unreachable", down.join(", ")));
+        }
+        if !self.consuming.load(Ordering::Relaxed) {
+            return Err("not consuming yet (joining the consumer group)".into());
+        }
+        Ok(())
     }
 }
 
@@ -76,7 +89,7 @@ pub async fn serve(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let router = shared::admin::router(move || metrics.render(), move || health.ready());
+    let router = shared::admin::router(move || metrics.render(), move || health.readiness());
     tokio::spawn(async move {
         if let Err(err) = shared::admin::serve(listener, router, shutdown).await {
             tracing::error!(%err, "admin listener failed");
