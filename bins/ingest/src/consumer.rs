@@ -125,7 +125,7 @@ impl Ingest {
             client.set(key, value);
         }
         let consumer: IngestConsumer =
-            client.create_with_context(IngestContext::new(metrics.clone()))?;
+            client.create_with_context(IngestContext::new(metrics.clone(), dlt.kafka_log()))?;
         consumer.subscribe(&topics)?;
 
         let pipeline = Pipeline {

@@ -14,7 +14,7 @@
 //! the rest are an outage to wait out.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -23,6 +23,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::kafka_log::{KafkaLog, QuietContext};
 
 use crate::error::DltError;
 use crate::record::DeadLetter;
@@ -50,7 +52,9 @@ pub fn dlt_topic(topic: &str) -> String {
 
 /// Produces dead letters; caches each DLT's partition count.
 pub struct DltProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
+    /// The process's Kafka log throttle, shared with the consumer.
+    log: Arc<KafkaLog>,
     group_id: String,
     partitions: Mutex<PartitionCounts>,
 }
@@ -77,11 +81,19 @@ impl DltProducer {
         properties: &[(String, String)],
         group_id: &str,
     ) -> Result<Self, KafkaError> {
+        let log = Arc::new(KafkaLog::new(bootstrap));
         Ok(DltProducer {
-            producer: producer_config(bootstrap, properties).create()?,
+            producer: producer_config(bootstrap, properties)
+                .create_with_context(QuietContext(log.clone()))?,
+            log,
             group_id: group_id.to_owned(),
             partitions: Mutex::new(PartitionCounts::default()),
         })
+    }
+
+    /// The Kafka log throttle the process's other Kafka clients should share.
+    pub fn kafka_log(&self) -> Arc<KafkaLog> {
+        self.log.clone()
     }
 
     /// Creates the DLT of every source topic that lacks one (as many partitions as the
@@ -299,7 +311,7 @@ fn header<'a>(key: &'a str, value: &'a [u8]) -> Header<'a, &'a [u8]> {
 }
 
 /// Partition count of every topic in the cluster (empty when metadata is unavailable).
-pub async fn partition_counts(producer: &FutureProducer) -> HashMap<String, i32> {
+pub async fn partition_counts(producer: &FutureProducer<QuietContext>) -> HashMap<String, i32> {
     let producer = producer.clone();
     let metadata = tokio::task::spawn_blocking(move || {
         producer
@@ -329,7 +341,10 @@ pub async fn partition_counts(producer: &FutureProducer) -> HashMap<String, i32>
 }
 
 /// The partition count of one topic (`None` when it does not exist or metadata is unavailable).
-async fn topic_partition_count(producer: &FutureProducer, topic: &str) -> Option<i32> {
+async fn topic_partition_count(
+    producer: &FutureProducer<QuietContext>,
+    topic: &str,
+) -> Option<i32> {
     let (producer, name) = (producer.clone(), topic.to_owned());
     let metadata = tokio::task::spawn_blocking(move || {
         let metadata = producer

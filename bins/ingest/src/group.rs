@@ -9,15 +9,20 @@
 //! paused before it was lost would otherwise come back paused, and never be fetched).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::kafka_log::KafkaLog;
 
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -29,14 +34,16 @@ pub type IngestConsumer = StreamConsumer<IngestContext>;
 /// kept for the run loop, newly assigned partitions paused while fetching is paused.
 pub struct IngestContext {
     metrics: Metrics,
+    log: Arc<KafkaLog>,
     paused: AtomicBool,
     revoked: Mutex<Vec<(String, i32)>>,
 }
 
 impl IngestContext {
-    pub fn new(metrics: Metrics) -> Self {
+    pub fn new(metrics: Metrics, log: Arc<KafkaLog>) -> Self {
         IngestContext {
             metrics,
+            log,
             paused: AtomicBool::new(false),
             revoked: Mutex::new(Vec::new()),
         }
@@ -49,6 +56,14 @@ impl IngestContext {
 }
 
 impl ClientContext for IngestContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let lag: i64 = statistics
             .topics

@@ -25,6 +25,7 @@ pub mod dlt;
 pub mod dry_run;
 pub mod error;
 pub mod group;
+pub mod kafka_log;
 pub mod metrics;
 pub mod pending;
 pub mod pipeline;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::kafka_log::{KafkaLog, QuietContext};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::dlt::{self, DLT_SUFFIX, H_PARTITION, H_TOPIC};
@@ -35,8 +37,10 @@ pub async fn replay(request: &ReplayRequest) -> anyhow::Result<u64> {
         "{:?} is not a dead-letter topic (expected a name ending in {DLT_SUFFIX})",
         request.dlt_topic
     );
-    let producer: FutureProducer =
-        dlt::producer_config(&request.bootstrap_servers, &request.properties).create()?;
+    let log = std::sync::Arc::new(KafkaLog::new(&request.bootstrap_servers));
+    let producer: FutureProducer<QuietContext> =
+        dlt::producer_config(&request.bootstrap_servers, &request.properties)
+            .create_with_context(QuietContext(log))?;
     let request = request.clone();
     // The consumer side is blocking; run it on a blocking thread and send from here.
     let (tx, mut rx) =
