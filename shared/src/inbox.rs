@@ -95,17 +95,22 @@ impl Inbox {
              ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
             filter.clause()
         );
+        // One connection for both statements: one pool checkout per request.
+        let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(&sql)
             .bind(user)
             .bind(size)
             .bind(offset)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
-        let total = count(&self.pool, user, filter).await?;
-        Ok(Page {
-            items: rows.iter().map(from_row).collect::<Result<_, _>>()?,
-            total,
-        })
+        let items: Vec<Notification> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+        // A short page that starts the listing holds the whole listing: no count needed.
+        let total = if offset == 0 && items.len() < size as usize {
+            items.len() as u64
+        } else {
+            count(&mut *conn, user, filter).await?
+        };
+        Ok(Page { items, total })
     }
 
     /// Up to `size` rows older than the row `before` (newest first when `None`), and the

@@ -114,6 +114,9 @@ impl Gateway {
                 MySqlPoolOptions::new()
                     .max_connections(config.database_max_connections)
                     .acquire_timeout(DATABASE_WAIT)
+                    // No ping per checkout: a dead connection fails its one request (503),
+                    // and the pool replaces it.
+                    .test_before_acquire(false)
                     .connect_lazy(url)?,
             )),
             None => {
