@@ -14,6 +14,7 @@
 //! - [`dlt`]: dead-letter topics, their partitions and headers.
 //! - [`record`]: a consumed record, and the dead letter of one that cannot be a notification.
 //! - [`error`]: a record's fault or an outage: database and dead-letter producer errors.
+//! - [`kafka_log`]: librdkafka's logs and errors, throttled into readable warnings.
 //! - [`admin`], [`metrics`]: `/metrics`, `/healthz`, `/readyz` and readiness.
 //! - [`config`]: `run` arguments and the validated [`config::IngestConfig`].
 
