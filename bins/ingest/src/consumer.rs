@@ -10,13 +10,14 @@
 //!
 //! The run loop never stops polling the consumer, however long a batch takes: while the
 //! store stage works it gathers the next batch ([`Pending`]); when that batch is full and
-//! the stage is still busy after [`pause_after`] (an outage), it pauses fetching on every
-//! assigned partition and keeps polling, so the group keeps this member past
-//! `max.poll.interval.ms` — no rebalance, no re-consumption, no storm of republishes when
-//! the dependency returns. Fetching resumes when the stage takes the waiting batch.
-//! Rebalances meanwhile are handled as usual: records waiting for revoked partitions are
-//! forgotten (their new owner reads them from the committed offset), partitions assigned
-//! during a pause are paused at once (see [`crate::group`]).
+//! the stage is still busy a quarter of `max.poll.interval.ms` later (at most 1 s), it
+//! pauses fetching on every assigned partition and keeps polling, so the group keeps this
+//! member through an outage longer than `max.poll.interval.ms`: no rebalance, no
+//! re-consumption, no storm of republishes when the dependency returns. Fetching resumes
+//! when the stage is free again. Rebalances meanwhile are handled as usual: records waiting
+//! for revoked partitions are forgotten (their new owner reads them from the committed
+//! offset), and newly assigned partitions take the loop's state at once (see
+//! [`crate::group`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
