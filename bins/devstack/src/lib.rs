@@ -4,7 +4,8 @@
 //! token minting and event producing.
 //!
 //! Modules, top down: [`cli`] — the command line; [`stack`] — start in order, stop in
-//! reverse; [`services`] — MariaDB and Redis, found or started and stopped; [`kafka`] — the
+//! reverse; [`services`] — MariaDB and Redis, found or started and stopped; [`launch`] — the
+//! programs and command lines of private servers; [`kafka`] — the
 //! embedded cluster, its fixed bootstrap port, topics and the producer; [`web`] — the page
 //! and the dev endpoints; [`produce`] — checked requests to send events (the page's buttons
 //! and `devstack produce`); [`samples`] — a sample event per topic; [`npm`] — the page's
@@ -12,6 +13,7 @@
 
 pub mod cli;
 pub mod kafka;
+pub mod launch;
 pub mod npm;
 pub mod produce;
 pub mod samples;

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::services;
+use crate::launch;
 
 /// Longest wait for `npm ci`.
 const NPM_TIMEOUT: Duration = Duration::from_secs(600);
@@ -42,10 +42,10 @@ pub async fn ensure(dir: &Path, shutdown: &CancellationToken) -> anyhow::Result<
     if installed(dir) {
         return Ok(());
     }
-    let Some(npm) = services::find_program("npm") else {
+    let Some(npm) = launch::find_program("npm") else {
         bail!(
             "npm is not installed (the demo page's client libraries come from npm): {}",
-            services::install_command(&["nodejs", "npm"])
+            launch::install_command(&["nodejs", "npm"])
         );
     };
     tracing::info!(dir = %dir.display(), "installing the demo page's client libraries (npm ci)");

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::RunArgs;
 use crate::services::{self, Kind, Probe, Service};
 use crate::web::{self, Dev};
-use crate::{kafka, npm};
+use crate::{kafka, launch, npm};
 
 /// Longest wait for ingest, the gateway and the page to finish after the stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,16 +71,16 @@ fn data_dir(args: &RunArgs) -> anyhow::Result<PathBuf> {
 /// What to do about MariaDB and Redis, decided before anything starts so that everything
 /// missing is named at once.
 async fn preflight(args: &RunArgs, package_dir: &Path) -> anyhow::Result<[Probe; 2]> {
-    let mysql = services::probe(Kind::MariaDb, args.mysql_port).await?;
-    let redis = services::probe(Kind::Redis, args.redis_port).await?;
+    let mysql = services::probe(Kind::MariaDb, args.mysql_port).await;
+    let redis = services::probe(Kind::Redis, args.redis_port).await;
     let mut problems = Vec::new();
     let mut packages = Vec::new();
     for (kind, port, probe) in [
         (Kind::MariaDb, args.mysql_port, &mysql),
         (Kind::Redis, args.redis_port, &redis),
     ] {
-        let missing = services::missing_programs(kind);
-        if matches!(probe, Probe::Free) && !missing.is_empty() {
+        let missing = launch::missing_programs(kind);
+        if !matches!(probe, Probe::Running) && !missing.is_empty() {
             problems.push(format!(
                 "{} is not running on 127.0.0.1:{port}, and devstack cannot start one: {} not found",
                 kind.name(),
@@ -89,7 +89,7 @@ async fn preflight(args: &RunArgs, package_dir: &Path) -> anyhow::Result<[Probe;
             packages.push(kind.package());
         }
     }
-    if !npm::installed(package_dir) && services::find_program("npm").is_none() {
+    if !npm::installed(package_dir) && launch::find_program("npm").is_none() {
         problems.push("npm is not installed (it installs the demo page's client libraries)".into());
         packages.extend(["nodejs", "npm"]);
     }
@@ -97,7 +97,7 @@ async fn preflight(args: &RunArgs, package_dir: &Path) -> anyhow::Result<[Probe;
         bail!(
             "{}\ninstall what is missing with:\n    {}",
             problems.join("\n"),
-            services::install_command(&packages)
+            launch::install_command(&packages)
         );
     }
     Ok([mysql, redis])
@@ -121,6 +121,15 @@ async fn server(
         }
         Probe::Free => {
             tracing::info!(server = kind.name(), port, "starting a private server");
+            Service::start(kind, port, data_dir, shutdown).await
+        }
+        Probe::Unusable(why) => {
+            let port = services::free_port()?;
+            tracing::warn!(
+                server = kind.name(),
+                port,
+                "{why}: starting a private server on a free port instead"
+            );
             Service::start(kind, port, data_dir, shutdown).await
         }
     }
@@ -174,10 +183,10 @@ async fn run_stack(
     );
     let database_url = format!(
         "{}/{}",
-        services::mysql_server_url(args.mysql_port),
+        services::mysql_server_url(services[0].port),
         args.database
     );
-    let redis_url = services::redis_url(args.redis_port);
+    let redis_url = services::redis_url(services[1].port);
     ingest::cli::migrate(&DatabaseArgs {
         url: database_url.clone(),
         max_connections: 1,

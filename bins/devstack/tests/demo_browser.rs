@@ -47,6 +47,7 @@ async fn the_demo_page_shows_live_notifications_and_syncs_read_marks_across_tabs
         println!("{line}");
     }
     let log = stack.log();
+    let data_dir = stack.data_dir.clone();
     let (_, clean_exit) = stack.interrupt().await;
     assert!(
         run.status.success() && out.lines().any(|l| l == "OK"),
@@ -64,4 +65,5 @@ async fn the_demo_page_shows_live_notifications_and_syncs_read_marks_across_tabs
         );
     }
     assert!(clean_exit, "devstack exits 0 after SIGINT");
+    let _ = std::fs::remove_dir_all(data_dir);
 }

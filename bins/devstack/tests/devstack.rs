@@ -119,6 +119,7 @@ async fn the_run_command_delivers_every_topic_and_stops_everything_it_started() 
     }
 
     let ports = stack.ports.clone();
+    let data_dir = stack.data_dir.clone();
     let (after, clean_exit) = stack.interrupt().await;
     assert!(clean_exit, "devstack exits 0 after SIGINT: {after:?}");
     assert!(after.iter().any(|l| l == "devstack stopped"), "{after:?}");
@@ -130,4 +131,5 @@ async fn the_run_command_delivers_every_topic_and_stops_everything_it_started() 
     for port in ports {
         assert!(support::port_free(port), "port {port} is still taken");
     }
+    let _ = std::fs::remove_dir_all(data_dir);
 }
