@@ -1,17 +1,18 @@
 //! `ingest run` configuration: clap arguments (flags + environment, seed names where the
 //! seed has them) and the validated [`IngestConfig`] the pipeline runs with.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
 use shared::channel::Channels;
-use shared::config::{DatabaseArgs, DisplayArgs, RedisArgs, TopicArgs};
+use shared::config::{DatabaseArgs, DisplayArgs, RedisArgs, TopicArgs, redact_url};
 use shared::event::TopicMap;
 use shared::time::Zone;
 
-/// Kafka connection and consumer group.
-#[derive(Debug, Clone, Args)]
+/// Kafka connection and consumer group. `Debug` masks secret properties.
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
     #[arg(
@@ -32,6 +33,31 @@ pub struct KafkaArgs {
     /// Extra librdkafka properties as key=value (security.protocol, sasl.*, ...).
     #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("properties", &masked(&self.properties))
+            .finish()
+    }
+}
+
+/// librdkafka properties with the values of secret ones (passwords, keys, JAAS configs,
+/// OAuth tokens) replaced by `***`.
+fn masked(properties: &[(String, String)]) -> Vec<(&str, &str)> {
+    properties
+        .iter()
+        .map(|(key, value)| {
+            let lower = key.to_ascii_lowercase();
+            let secret = ["password", "secret", "jaas", "key", "token"]
+                .iter()
+                .any(|word| lower.contains(word));
+            (key.as_str(), if secret { "***" } else { value.as_str() })
+        })
+        .collect()
 }
 
 fn parse_property(pair: &str) -> Result<(String, String), String> {
@@ -114,8 +140,9 @@ pub struct RunArgs {
     pub shutdown_deadline_ms: u64,
 }
 
-/// The validated configuration of one ingest instance.
-#[derive(Debug, Clone)]
+/// The validated configuration of one ingest instance. `Debug` redacts URL passwords and
+/// secret Kafka properties.
+#[derive(Clone)]
 pub struct IngestConfig {
     pub bootstrap_servers: String,
     pub group_id: String,
@@ -136,6 +163,31 @@ pub struct IngestConfig {
     /// `None`: no admin listener (tests that do not need one).
     pub admin_addr: Option<SocketAddr>,
     pub shutdown_deadline: Duration,
+}
+
+impl fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("kafka_properties", &masked(&self.kafka_properties))
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("channels", &self.channels)
+            .field("topics", &self.topics)
+            .field("zone", &self.zone)
+            .field("retry_interval", &self.retry_interval)
+            .field("retry_max_attempts", &self.retry_max_attempts)
+            .field("batch_size", &self.batch_size)
+            .field("batch_linger", &self.batch_linger)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("store_parallelism", &self.store_parallelism)
+            .field("dlt_replication_factor", &self.dlt_replication_factor)
+            .field("admin_addr", &self.admin_addr)
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .finish()
+    }
 }
 
 impl IngestConfig {
@@ -191,5 +243,38 @@ impl TryFrom<RunArgs> for IngestConfig {
             admin_addr: Some(args.admin_addr),
             shutdown_deadline: Duration::from_millis(args.shutdown_deadline_ms),
         })
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::*;
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        let mut config = IngestConfig::new(
+            "kafka:9092",
+            "mysql://app:db-secret-1@db:3306/n",
+            "redis://:redis-secret-2@cache:6379/",
+        );
+        config.kafka_properties = vec![
+            ("sasl.password".into(), "kafka-secret-3".into()),
+            (
+                "sasl.jaas.config".into(),
+                "x password=kafka-secret-4".into(),
+            ),
+            ("security.protocol".into(), "SASL_SSL".into()),
+        ];
+        let text = format!("{config:?}");
+        for secret in [
+            "db-secret-1",
+            "redis-secret-2",
+            "kafka-secret-3",
+            "kafka-secret-4",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("SASL_SSL"), "{text}");
+        assert!(text.contains("mysql://app:***@db:3306/n"), "{text}");
     }
 }
