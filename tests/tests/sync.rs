@@ -264,13 +264,30 @@ async fn a_subscription_with_last_id_recovers_what_was_missed_then_goes_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recovery_past_the_cap_sends_the_newest_and_asks_for_a_reload() {
+async fn a_recovery_of_600_missed_sends_the_newest_500_and_asks_for_a_reload() {
     let env = Env::new().await;
-    let gw = env.gateway(|config| config.recovery_max = 20).await;
-    let mut stored = Vec::new();
-    for _ in 0..30 {
-        stored.push(env.store("carol").await);
+    let gw = env.gateway(|_| {}).await; // WS_RECOVERY_MAX: 500
+    for _ in 0..6 {
+        let rows = vec!["(?, 'BLOG_LIKE', '좋아요', '메시지', 'UNREAD', ?, ?, 0)"; 100].join(", ");
+        let sql = format!(
+            "INSERT INTO notifications (user_id, type, title, message, status, created_at, \
+             dedup_key, write_batch) VALUES {rows}"
+        );
+        let mut insert = sqlx::query(&sql);
+        for _ in 0..100 {
+            insert = insert
+                .bind("carol")
+                .bind(Utc::now())
+                .bind(rand::random::<[u8; 32]>().to_vec());
+        }
+        insert.execute(&env.db.pool).await.unwrap();
     }
+    let stored: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM notifications WHERE user_id = 'carol' ORDER BY id")
+            .fetch_all(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 600);
     let mut client = Client::connect(&gw, "carol").await;
     client
         .subscribe("n", "/user/queue/notifications", "last-id:0\n")
@@ -278,15 +295,19 @@ async fn a_recovery_past_the_cap_sends_the_newest_and_asks_for_a_reload() {
     let recovered = std::mem::take(&mut client.pending);
     assert_eq!(
         ids(&recovered),
-        stored[10..].to_vec(),
-        "the newest 20, oldest first"
+        stored[100..].to_vec(),
+        "the newest 500, oldest first"
     );
     let (headers, _) = message_of(&recovered[0]);
     assert_eq!(
         headers.get("recovery-truncated").map(String::as_str),
         Some("true")
     );
-    assert!(!recovered[1].contains("recovery-truncated"));
+    assert!(
+        recovered[1..]
+            .iter()
+            .all(|f| !f.contains("recovery-truncated"))
+    );
 }
 
 /// A notification stored and published while a recovery waits to query, and one while it
