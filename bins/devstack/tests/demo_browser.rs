@@ -1,7 +1,7 @@
 //! The demo inbox page in headless Chromium (Debian's `chromium`, driven by playwright-core;
 //! `CHROMIUM_BIN` overrides the path): two pages of one user on a devstack of its own; a
 //! sample-event button in the first, the notification appears and the badge goes up; marked
-//! read there, the badge goes down in the second. Screenshots go under target/ and their
+//! read there, the badge goes down in the second; a time deal shows its banner. Screenshots go under target/ and their
 //! paths are printed.
 
 #![allow(clippy::print_stdout)]
@@ -57,7 +57,7 @@ async fn the_demo_page_shows_live_notifications_and_syncs_read_marks_across_tabs
         .lines()
         .filter_map(|l| l.strip_prefix("SCREENSHOT "))
         .collect();
-    assert_eq!(screenshots.len(), 2, "{out}");
+    assert_eq!(screenshots.len(), 3, "{out}");
     for path in screenshots {
         assert!(
             std::fs::metadata(path).is_ok_and(|m| m.len() > 10_000),

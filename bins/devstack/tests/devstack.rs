@@ -1,7 +1,7 @@
 //! The run command end to end: `devstack run` as a child process from a clean state, one
-//! event of every topic through `devstack produce`, all 13 notifications received by the real
-//! `@stomp/stompjs` + `sockjs-client` (Node) over SockJS, then SIGINT: nothing it started is
-//! left running and every port is free again.
+//! event of every topic through `devstack produce`, all 13 notifications and the time deal
+//! received by the real `@stomp/stompjs` + `sockjs-client` (Node) over SockJS, then SIGINT:
+//! nothing it started is left running and every port is free again.
 
 #![allow(clippy::print_stdout)]
 
@@ -94,12 +94,15 @@ async fn the_run_command_delivers_every_topic_and_stops_everything_it_started() 
     );
 
     let mut received: BTreeMap<String, Value> = BTreeMap::new();
+    let mut time_deals = Vec::new();
     let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(body) = line.strip_prefix("MESSAGE ") {
                 let n: Value = serde_json::from_str(body).unwrap();
                 let kind = n["type"].as_str().unwrap().to_owned();
                 assert!(received.insert(kind, n).is_none(), "one of each: {body}");
+            } else if let Some(body) = line.strip_prefix("TIMEDEAL ") {
+                time_deals.push(serde_json::from_str::<Value>(body).unwrap());
             } else {
                 return line;
             }
@@ -109,7 +112,13 @@ async fn the_run_command_delivers_every_topic_and_stops_everything_it_started() 
     .await
     .unwrap_or_else(|_| "TIMEOUT (test)".to_owned());
     let _ = client.kill().await;
-    assert_eq!(outcome, "DONE", "received {:?}", received.keys());
+    assert_eq!(
+        outcome,
+        "DONE",
+        "received {:?} and {} time deals",
+        received.keys(),
+        time_deals.len()
+    );
     for (kind, title) in TITLES {
         let n = &received[kind];
         assert_eq!(n["title"], title, "{n}");
@@ -117,6 +126,18 @@ async fn the_run_command_delivers_every_topic_and_stops_everything_it_started() 
         assert_eq!(n["status"], "UNREAD", "{n}");
         println!("{kind:<21} {} | {}", n["title"], n["message"]);
     }
+    assert_eq!(time_deals.len(), 1, "{time_deals:?}");
+    assert_eq!(
+        time_deals[0]["type"], "TIMEDEAL_STARTED",
+        "{}",
+        time_deals[0]
+    );
+    assert_eq!(
+        time_deals[0]["title"], "타임딜이 시작되었습니다",
+        "{}",
+        time_deals[0]
+    );
+    println!("TIMEDEAL (broadcast)  {}", time_deals[0]);
 
     let ports = stack.ports.clone();
     let data_dir = stack.data_dir.clone();

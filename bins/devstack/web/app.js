@@ -236,7 +236,7 @@ function onStateEvent(message) {
 
 function onTimeDeal(message) {
   const deal = JSON.parse(message.body);
-  $('timedeal-title').textContent = deal.title;
+  $('timedeal-title').textContent = 'Time deal';
   $('timedeal-message').textContent = deal.message;
   $('timedeal-link').textContent = deal.link;
   $('timedeal').hidden = false;

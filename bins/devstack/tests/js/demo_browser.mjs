@@ -1,7 +1,7 @@
 // Drives the demo inbox page in headless Chromium (Debian's, through playwright-core):
 // two pages of one user; a sample-event button on the first; the notification appears and
-// the badge goes up in both; marked read in the first, the badge goes down in the second.
-// Prints SCREENSHOT <path> lines, then OK (or FAIL <why>).
+// the badge goes up in both; marked read in the first, the badge goes down in the second;
+// a time deal shows its banner in both. Prints SCREENSHOT <path> lines, then OK (or FAIL <why>).
 // Usage: node demo_browser.mjs <devstack page URL> <user> <screenshot dir>
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -76,6 +76,12 @@ try {
   await badge(second, 0);
   await badge(first, 0);
   await shot(second, 'demo-2-read-in-second-tab.png');
+
+  await first.click('button[data-topic="shopping.timedeal.started"]');
+  await second.waitForSelector('#timedeal', { state: 'visible' });
+  await first.waitForSelector('#timedeal', { state: 'visible' });
+  console.log(`BANNER ${await second.textContent('#timedeal-message')}`);
+  await shot(second, 'demo-3-time-deal-banner.png');
 
   console.log('OK');
 } catch (err) {
