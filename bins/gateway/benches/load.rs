@@ -7,33 +7,57 @@
 //! 2. deliveries: K subscribed sessions (one user each) receive M notifications; the
 //!    gateway's are published to Redis, RabbitMQ's are SENT to `/exchange/amq.direct/{user}`
 //!    over Web-STOMP; reports deliveries/s and p50/p99 publish→receive latency;
-//! 3. the ratios.
+//! 3. broadcast ([`sync`]): one time deal to S sessions, and personal-notification latency
+//!    with and without a series of broadcasts;
+//! 4. recovery ([`recovery`]): a SUBSCRIBE with `last-id` answered from a MariaDB store;
+//! 5. the ratios.
 //!
-//! Run: `cargo bench -p gateway --bench load -- --sessions 19900 --rabbit-sessions 10000`.
-//! RabbitMQ must run with Web-STOMP on (`rabbitmq-plugins enable rabbitmq_web_stomp`) and
-//! a descriptor limit above its session count; `--rabbit ''` skips it.
+//! Run: `cargo bench -p gateway --bench load -- --sessions 19900 --rabbit-sessions 10000`;
+//! `--phases broadcast,recovery` picks phases. RabbitMQ must run with Web-STOMP on
+//! (`rabbitmq-plugins enable rabbitmq_web_stomp`) and a descriptor limit above its session
+//! count; `--rabbit ''` skips it.
 
 #![allow(clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+#[path = "load/arrivals.rs"]
+mod arrivals;
+#[path = "load/client.rs"]
+mod client;
+#[path = "load/process.rs"]
+mod process;
+#[path = "load/recovery.rs"]
+mod recovery;
+#[path = "load/sync.rs"]
+mod sync;
+#[path = "load/workers.rs"]
+mod workers;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use futures_util::{SinkExt, StreamExt};
-use gateway::auth::sign_hs256;
+use futures_util::SinkExt;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use client::{Kind, Subscribe, Ws, connect, next_text, open_many, open_session};
+use process::{
+    Gateway, cpu_seconds, now_micros, percentile, pid_of, rabbit_pid, rss_kib, start_gateway,
+};
+use workers::{start_workers, stop_workers, worker};
 
 const SECRET: &str = "load-benchmark-secret-of-32-bytes-or-more";
-/// Sessions one worker process opens (the descriptor limit is 20 000 per process here).
-const PER_WORKER: usize = 9_000;
 
 #[derive(Parser, Clone)]
 struct Args {
+    /// Phases to run, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,deliveries,broadcast,recovery"
+    )]
+    phases: Vec<Phase>,
     /// Idle sessions on the gateway (its process holds at most ~19 990 sockets here).
     #[arg(long, default_value_t = 19_900)]
     sessions: usize,
@@ -57,6 +81,10 @@ struct Args {
     /// RabbitMQ Web-STOMP endpoint; empty to skip the comparison.
     #[arg(long, default_value = "ws://127.0.0.1:15674/ws")]
     rabbit: String,
+    #[command(flatten)]
+    sync: sync::SyncArgs,
+    #[command(flatten)]
+    recovery: recovery::RecoveryArgs,
 
     // Worker mode (the bench runs itself): open sessions, report, hold them until stdin ends.
     #[arg(long, hide = true)]
@@ -67,190 +95,24 @@ struct Args {
     first: usize,
     #[arg(long, hide = true, default_value_t = 0)]
     count: usize,
+    /// Worker sessions subscribe to `/topic/timedeals` and report each broadcast's arrivals.
+    #[arg(long, hide = true)]
+    timedeals: bool,
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-/// What a session talks to.
+/// A part of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Kind {
-    /// The gateway's raw WebSocket, JWT on CONNECT.
-    Raw,
-    /// The gateway's SockJS `websocket` transport (SockJS framing around STOMP).
-    Sockjs,
-    /// RabbitMQ Web-STOMP (guest login, a queue bound to amq.direct per user).
-    Rabbit,
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Sends one STOMP frame in the session's framing.
-async fn send_frame(ws: &mut Ws, kind: Kind, frame: &str) -> anyhow::Result<()> {
-    let text = match kind {
-        Kind::Sockjs => serde_json::to_string(&[frame])?,
-        Kind::Raw | Kind::Rabbit => frame.to_owned(),
-    };
-    ws.send(Message::Text(text.into())).await?;
-    Ok(())
-}
-
-/// The next STOMP text from the server (SockJS frames unwrapped, heart-beats skipped).
-async fn next_text(ws: &mut Ws, kind: Kind) -> anyhow::Result<String> {
-    loop {
-        let Some(message) = ws.next().await else {
-            anyhow::bail!("closed")
-        };
-        let Message::Text(text) = message? else {
-            continue;
-        };
-        match kind {
-            Kind::Raw | Kind::Rabbit => return Ok(text.to_string()),
-            Kind::Sockjs => {
-                if let Some(array) = text.strip_prefix('a') {
-                    let items: Vec<String> = serde_json::from_str(array)?;
-                    return Ok(items.concat());
-                }
-                if text.starts_with('c') {
-                    anyhow::bail!("closed: {text}");
-                }
-            }
-        }
-    }
-}
-
-fn token(user: &str) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3600;
-    sign_hs256(
-        SECRET.as_bytes(),
-        Some("k"),
-        &serde_json::json!({"sub": user, "exp": exp}),
-    )
-}
-
-/// Opens one subscribed session for `user`.
-async fn open_session(url: &str, kind: Kind, user: &str) -> anyhow::Result<Ws> {
-    let url = match kind {
-        Kind::Sockjs => format!("{url}/000/{user}/websocket"),
-        _ => url.to_owned(),
-    };
-    let mut request = url.into_client_request()?;
-    if kind != Kind::Sockjs {
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", "v12.stomp".parse()?);
-    }
-    // Small client buffers: thousands of clients share the machine with the server.
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
-    if kind == Kind::Sockjs {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t == "o" => {}
-            other => anyhow::bail!("no SockJS open frame: {other:?}"),
-        }
-    }
-    let (credentials, destination) = match kind {
-        Kind::Rabbit => (
-            "host:/\nlogin:guest\npasscode:guest".to_owned(),
-            format!("/exchange/amq.direct/{user}"),
-        ),
-        _ => (
-            format!("Authorization:Bearer {}", token(user)),
-            "/user/queue/notifications".to_owned(),
-        ),
-    };
-    let connect = format!("CONNECT\naccept-version:1.2\nheart-beat:0,0\n{credentials}\n\n\0");
-    send_frame(&mut ws, kind, &connect).await?;
-    let reply = next_text(&mut ws, kind).await?;
-    anyhow::ensure!(reply.starts_with("CONNECTED"), "no CONNECTED: {reply}");
-    let subscribe = format!("SUBSCRIBE\nid:0\ndestination:{destination}\nreceipt:r\n\n\0");
-    send_frame(&mut ws, kind, &subscribe).await?;
-    let receipt = next_text(&mut ws, kind).await?;
-    anyhow::ensure!(receipt.starts_with("RECEIPT"), "no RECEIPT: {receipt}");
-    Ok(ws)
-}
-
-/// Opens `count` sessions, 250 at a time.
-async fn open_many(
-    url: &str,
-    kind: Kind,
-    prefix: &str,
-    first: usize,
-    count: usize,
-) -> anyhow::Result<Vec<Ws>> {
-    let mut sessions = Vec::with_capacity(count);
-    let ids: Vec<usize> = (first..first + count).collect();
-    for chunk in ids.chunks(250) {
-        let users: Vec<String> = chunk.iter().map(|i| format!("{prefix}{i}")).collect();
-        let opened =
-            futures_util::future::join_all(users.iter().map(|u| open_session(url, kind, u))).await;
-        for ws in opened {
-            sessions.push(ws?);
-        }
-    }
-    Ok(sessions)
-}
-
-/// Worker mode: open, say how many, hold until the parent closes stdin.
-async fn worker(args: &Args, kind: Kind) -> anyhow::Result<()> {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let sessions = open_many(&args.url, kind, "idle-", args.first, args.count).await?;
-    println!("ready {}", sessions.len());
-    tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut sink);
-    })
-    .await?;
-    drop(sessions);
-    Ok(())
-}
-
-/// Opens `total` idle sessions from worker processes; returns them (drop to close).
-fn start_workers(url: &str, kind: Kind, total: usize) -> anyhow::Result<Vec<Child>> {
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    let mut first = 0;
-    while first < total {
-        let count = PER_WORKER.min(total - first);
-        let child = Command::new(&exe)
-            .arg("--worker")
-            .arg(format!("{kind:?}").to_lowercase())
-            .args(["--url", url])
-            .args(["--first", &first.to_string(), "--count", &count.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        children.push(child);
-        first += count;
-    }
-    for child in &mut children {
-        let stdout = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        anyhow::ensure!(line.starts_with("ready"), "a worker failed: {line:?}");
-    }
-    Ok(children)
-}
-
-fn stop_workers(children: Vec<Child>) {
-    for mut child in children {
-        drop(child.stdin.take());
-        let _ = child.wait();
-    }
+enum Phase {
+    /// Idle sessions: memory per session (raw WebSocket, SockJS, RabbitMQ).
+    Idle,
+    /// Notifications to 1 000 sessions: deliveries/s, latency, CPU (and RabbitMQ's).
+    Deliveries,
+    /// A time deal to thousands of sessions; personal latency beside broadcasts.
+    Broadcast,
+    /// Recovery of missed notifications from the store on SUBSCRIBE.
+    Recovery,
 }
 
 /// Idle-session cost on the server `pid`: KB of RSS per session.
@@ -258,7 +120,7 @@ async fn measure_idle(pid: u32, url: &str, kind: Kind, total: usize) -> anyhow::
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
     let started = Instant::now();
-    let workers = start_workers(url, kind, total)?;
+    let workers = start_workers(url, kind, total, false)?;
     let opened_in = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_kib(pid);
@@ -267,91 +129,8 @@ async fn measure_idle(pid: u32, url: &str, kind: Kind, total: usize) -> anyhow::
         "idle {kind:?}: {total} sessions in {:.1}s; server RSS {before} KiB -> {after} KiB: {per_session:.1} KB per session",
         opened_in.as_secs_f64()
     );
-    stop_workers(workers);
+    stop_workers(workers.into_iter().map(|w| w.child));
     Ok(per_session)
-}
-
-struct Gateway {
-    child: Child,
-    addr: String,
-    prefix: String,
-}
-
-async fn start_gateway(redis: &str) -> anyhow::Result<Gateway> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let prefix = format!("bench{}-{port}:notification:", std::process::id());
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .env("LISTEN_ADDR", &addr)
-        .env("ADMIN_ADDR", "127.0.0.1:0")
-        .env("REDIS_URL", redis)
-        .env("REDIS_CHANNEL_PREFIX", &prefix)
-        .env("JWT_KEYS", format!("k={SECRET}"))
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(Gateway {
-        child,
-        addr,
-        prefix,
-    })
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU seconds a process has used (user + system).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the command: state is field 0, utime 11, stime 12 (clock ticks of 1/100 s).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn rabbit_pid() -> Option<u32> {
-    pid_of("beam.smp")
-}
-
-fn pid_of(name: &str) -> Option<u32> {
-    let out = Command::new("pgrep").args(["-f", name]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 struct Deliveries {
@@ -452,7 +231,7 @@ async fn gateway_deliveries(
         ),
     }
     let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
-    let sessions = open_many(&url, Kind::Raw, "sub-", 0, args.subscribers).await?;
+    let sessions = open_many(&url, Kind::Raw, "sub-", 0, args.subscribers, Subscribe::Own).await?;
     let received = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(messages)));
     let readers = spawn_readers(sessions, Kind::Raw, &received, &latencies);
@@ -500,7 +279,15 @@ async fn rabbit_deliveries(args: &Args) -> anyhow::Result<Deliveries> {
         "deliveries Rabbit: {} messages to {} sessions",
         args.messages, args.subscribers
     );
-    let sessions = open_many(&args.rabbit, Kind::Rabbit, "sub-", 0, args.subscribers).await?;
+    let sessions = open_many(
+        &args.rabbit,
+        Kind::Rabbit,
+        "sub-",
+        0,
+        args.subscribers,
+        Subscribe::Own,
+    )
+    .await?;
     let received = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.messages)));
     let readers = spawn_readers(sessions, Kind::Rabbit, &received, &latencies);
@@ -512,7 +299,7 @@ async fn rabbit_deliveries(args: &Args) -> anyhow::Result<Deliveries> {
         let url = args.rabbit.clone();
         let (messages, subscribers) = (args.messages, args.subscribers);
         tasks.push(tokio::spawn(async move {
-            let mut ws = open_session(&url, Kind::Rabbit, &format!("publisher-{p}")).await?;
+            let mut ws = open_session(&url, Kind::Rabbit, &format!("publisher-{p}"), Subscribe::Own).await?;
             for i in (p..messages).step_by(PUBLISHERS) {
                 let user = i % subscribers;
                 let frame = format!(
@@ -544,42 +331,76 @@ async fn main() -> anyhow::Result<()> {
         return worker(&args, kind).await;
     }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-
-    let gw = start_gateway(&args.redis).await?;
-    let raw_url = format!("ws://{}/ws/notifications/websocket", gw.addr);
-    let raw_idle = measure_idle(gw.child.id(), &raw_url, Kind::Raw, args.sessions).await?;
-    drop(gw);
-    if args.sockjs_sessions > 0 {
-        let gw = start_gateway(&args.redis).await?;
-        let url = format!("ws://{}/ws/notifications", gw.addr);
-        measure_idle(gw.child.id(), &url, Kind::Sockjs, args.sockjs_sessions).await?;
+    let runs = |phase| args.phases.contains(&phase);
+    let rabbit_wanted = !args.rabbit.is_empty() && (runs(Phase::Idle) || runs(Phase::Deliveries));
+    if rabbit_wanted {
+        // Fail now rather than after the gateway's phases.
+        anyhow::ensure!(
+            rabbit_pid().is_some(),
+            "RabbitMQ (beam.smp) is not running; pass --rabbit '' to skip it"
+        );
+        connect(&args.rabbit, Kind::Rabbit, "probe")
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "RabbitMQ Web-STOMP at {} does not answer ({err}); enable rabbitmq_web_stomp or pass --rabbit ''",
+                    args.rabbit
+                )
+            })?;
     }
-    let gw = start_gateway(&args.redis).await?;
-    let ours = gateway_deliveries(&args, &gw, args.messages, None).await?;
-    if args.paced_rate > 0 {
-        let paced = (args.paced_rate * 5) as usize;
-        gateway_deliveries(&args, &gw, paced, Some(args.paced_rate)).await?;
-    }
-    drop(gw);
 
-    if args.rabbit.is_empty() {
+    let mut raw_idle = None;
+    if runs(Phase::Idle) {
+        let gw = start_gateway(&args.redis, None).await?;
+        let raw_url = format!("ws://{}/ws/notifications/websocket", gw.addr);
+        raw_idle = Some(measure_idle(gw.child.id(), &raw_url, Kind::Raw, args.sessions).await?);
+        drop(gw);
+        if args.sockjs_sessions > 0 {
+            let gw = start_gateway(&args.redis, None).await?;
+            let url = format!("ws://{}/ws/notifications", gw.addr);
+            measure_idle(gw.child.id(), &url, Kind::Sockjs, args.sockjs_sessions).await?;
+        }
+    }
+    let mut ours = None;
+    if runs(Phase::Deliveries) {
+        let gw = start_gateway(&args.redis, None).await?;
+        ours = Some(gateway_deliveries(&args, &gw, args.messages, None).await?);
+        if args.paced_rate > 0 {
+            let paced = (args.paced_rate * 5) as usize;
+            gateway_deliveries(&args, &gw, paced, Some(args.paced_rate)).await?;
+        }
+    }
+    if runs(Phase::Broadcast) {
+        sync::run(&args).await?;
+    }
+    if runs(Phase::Recovery) {
+        recovery::run(&args).await?;
+    }
+
+    if !rabbit_wanted {
         return Ok(());
     }
     let Some(pid) = rabbit_pid() else {
         anyhow::bail!("RabbitMQ (beam.smp) is not running; pass --rabbit '' to skip it")
     };
-    let rabbit_idle = measure_idle(pid, &args.rabbit, Kind::Rabbit, args.rabbit_sessions).await?;
-    let rabbit = rabbit_deliveries(&args).await?;
-    println!(
-        "ratios: idle memory RabbitMQ/gateway {:.1}x ({:.1} KB vs {:.1} KB per session); deliveries gateway/RabbitMQ {:.1}x ({:.0}/s vs {:.0}/s); p99 {:.1} ms vs {:.1} ms",
-        rabbit_idle / raw_idle,
-        rabbit_idle,
-        raw_idle,
-        ours.per_second / rabbit.per_second,
-        ours.per_second,
-        rabbit.per_second,
-        ours.p99_ms,
-        rabbit.p99_ms
-    );
+    if let Some(raw_idle) = raw_idle {
+        let rabbit_idle =
+            measure_idle(pid, &args.rabbit, Kind::Rabbit, args.rabbit_sessions).await?;
+        println!(
+            "ratio: idle memory RabbitMQ/gateway {:.1}x ({rabbit_idle:.1} KB vs {raw_idle:.1} KB per session)",
+            rabbit_idle / raw_idle
+        );
+    }
+    if let Some(ours) = ours {
+        let rabbit = rabbit_deliveries(&args).await?;
+        println!(
+            "ratio: deliveries gateway/RabbitMQ {:.1}x ({:.0}/s vs {:.0}/s); p99 {:.1} ms vs {:.1} ms",
+            ours.per_second / rabbit.per_second,
+            ours.per_second,
+            rabbit.per_second,
+            ours.p99_ms,
+            rabbit.p99_ms
+        );
+    }
     Ok(())
 }

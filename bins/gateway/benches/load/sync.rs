@@ -1,0 +1,371 @@
+//! Broadcast phase: `--broadcast-sessions` raw-WebSocket sessions on one gateway listen to
+//! `/topic/timedeals` (all but `--personal` of them in worker processes, which report each
+//! broadcast's arrivals on stdout); the first `--personal`, held here, also listen to their
+//! own queue. It measures
+//!
+//! 1. single broadcasts, one at a time: PUBLISH → first and last session, deliveries/s, the
+//!    gateway's `gateway_broadcast_fanout_seconds` and `gateway_broadcast_deliveries_total`;
+//! 2. personal notifications paced at `--personal-rate` for `--stream-secs`: publish →
+//!    receive p50/p99/max without broadcasts, then with one every `--broadcast-every-ms`.
+//!
+//! Arrival times are wall-clock microseconds, comparable across the processes of one machine.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Args;
+use crate::arrivals::{Fleet, Personal, Tally, listen, lock};
+use crate::client::{Kind, Subscribe, TIMEDEALS, open_many};
+use crate::process::{Gateway, cpu_seconds, now_micros, percentile, pid_of, start_gateway};
+use crate::workers::{start_workers, stop_workers};
+
+/// Longest wait for one broadcast to reach every session.
+const BROADCAST_DEADLINE: Duration = Duration::from_secs(60);
+/// Longest wait for a personal stream (and its broadcasts) to be delivered.
+const STREAM_DEADLINE: Duration = Duration::from_secs(120);
+/// Pause between measurements, so one's tail does not fall into the next.
+const SETTLE: Duration = Duration::from_millis(500);
+/// Personal notifications per pipelined batch of the paced stream.
+const PERSONAL_BATCH: u64 = 5;
+
+/// Options of the broadcast phase.
+#[derive(clap::Args, Clone)]
+pub struct SyncArgs {
+    /// Sessions listening to `/topic/timedeals` (the gateway holds at most ~19 990 here).
+    #[arg(long, default_value_t = 19_000)]
+    broadcast_sessions: usize,
+    /// Of those, sessions also subscribed to their own queue (held by the benchmark itself).
+    #[arg(long, default_value_t = 1_000)]
+    personal: usize,
+    /// Single broadcasts, timed one at a time.
+    #[arg(long, default_value_t = 5)]
+    broadcasts: usize,
+    /// Personal notifications per second in the latency comparison.
+    #[arg(long, default_value_t = 1_000)]
+    personal_rate: u64,
+    /// Seconds of each personal stream (without, then with broadcasts).
+    #[arg(long, default_value_t = 5)]
+    stream_secs: u64,
+    /// Interval between broadcasts during the second personal stream, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    broadcast_every_ms: u64,
+}
+
+/// The gateway's broadcast counters and the CPU used so far.
+#[derive(Clone, Copy, Default)]
+struct Snapshot {
+    deliveries: f64,
+    fanout_sum: f64,
+    fanout_count: f64,
+    gateway_cpu: f64,
+    clients_cpu: f64,
+    redis_cpu: f64,
+}
+
+impl Snapshot {
+    async fn take(gw: &Gateway, fleet: &Fleet, redis_pid: Option<u32>) -> Snapshot {
+        let text = admin_metrics(&gw.admin).await.unwrap_or_default();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Snapshot {
+            deliveries: value("gateway_broadcast_deliveries_total"),
+            fanout_sum: value("gateway_broadcast_fanout_seconds_sum"),
+            fanout_count: value("gateway_broadcast_fanout_seconds_count"),
+            gateway_cpu: cpu_seconds(gw.child.id()),
+            clients_cpu: fleet.client_pids().into_iter().map(cpu_seconds).sum(),
+            redis_cpu: redis_pid.map_or(0.0, cpu_seconds),
+        }
+    }
+
+    fn since(self, before: Snapshot) -> Snapshot {
+        Snapshot {
+            deliveries: self.deliveries - before.deliveries,
+            fanout_sum: self.fanout_sum - before.fanout_sum,
+            fanout_count: self.fanout_count - before.fanout_count,
+            gateway_cpu: self.gateway_cpu - before.gateway_cpu,
+            clients_cpu: self.clients_cpu - before.clients_cpu,
+            redis_cpu: self.redis_cpu - before.redis_cpu,
+        }
+    }
+
+    /// The fan-out task's time per broadcast, in ms.
+    fn fanout_ms(self) -> f64 {
+        self.fanout_sum * 1000.0 / self.fanout_count.max(1.0)
+    }
+
+    fn cpu(self) -> String {
+        format!(
+            "CPU gateway {:.2} s, clients {:.2} s, Redis {:.2} s",
+            self.gateway_cpu, self.clients_cpu, self.redis_cpu
+        )
+    }
+}
+
+/// The admin listener's `/metrics` text.
+async fn admin_metrics(admin: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(admin).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// A time-deal event as the shop publishes it, numbered and stamped.
+fn deal(seq: usize) -> String {
+    format!(
+        "{{\"timeDealId\":\"TD-{seq}\",\"productName\":\"무선 이어폰\",\"discountRate\":30,\"startsAt\":\"2026-02-06T12:00:00\",\"seq\":{seq},\"t\":{}}}",
+        now_micros()
+    )
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// What the phase shares.
+struct Fixture<'a> {
+    args: &'a Args,
+    gw: Gateway,
+    fleet: Fleet,
+    personal: Arc<Personal>,
+    redis: redis::Client,
+    redis_pid: Option<u32>,
+    channel: String,
+    /// The next broadcast's `seq`.
+    seq: usize,
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let a = &args.sync;
+    let total = a.broadcast_sessions;
+    let personal = a.personal.min(total);
+    let gw = start_gateway(&args.redis, None).await?;
+    let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
+    println!(
+        "broadcast: {total} sessions on {TIMEDEALS} ({personal} also on their own queue), one gateway"
+    );
+    let started = Instant::now();
+    let own_sessions = open_many(
+        &url,
+        Kind::Raw,
+        "sync-",
+        0,
+        personal,
+        Subscribe::TimeDealsAndOwn,
+    )
+    .await?;
+    let workers = start_workers(&url, Kind::Raw, total - personal, true)?;
+    println!("  opened in {:.1}s", started.elapsed().as_secs_f64());
+    let own = Arc::new(Mutex::new(Tally::new(personal, false)));
+    let received = Arc::new(Personal::default());
+    let listeners: Vec<_> = own_sessions
+        .into_iter()
+        .map(|ws| listen(ws, own.clone(), Some(received.clone())))
+        .collect();
+    let mut phase = Fixture {
+        args,
+        channel: format!("{}broadcast:timedeals", gw.prefix),
+        gw,
+        fleet: Fleet::watch(own, workers),
+        personal: received,
+        redis: redis::Client::open(args.redis.as_str())?,
+        redis_pid: pid_of("redis-server"),
+        seq: 0,
+    };
+    let result = async {
+        single_broadcasts(&mut phase).await?;
+        let quiet = personal_stream(&mut phase, None).await?;
+        let every = Duration::from_millis(a.broadcast_every_ms.max(1));
+        let busy = personal_stream(&mut phase, Some(every)).await?;
+        println!(
+            "  personal p99 with broadcasts / without: {:.1}x ({:.1} ms vs {:.1} ms)",
+            busy as f64 / quiet.max(1) as f64,
+            ms(busy),
+            ms(quiet)
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    for listener in listeners {
+        listener.abort();
+    }
+    stop_workers(std::mem::take(&mut phase.fleet.children));
+    result
+}
+
+/// Publishes one broadcast; its publish time is in its `t`.
+async fn publish(
+    redis: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    payload: String,
+) -> anyhow::Result<()> {
+    let listeners: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async(redis)
+        .await?;
+    anyhow::ensure!(listeners == 1, "{listeners} Redis subscribers on {channel}");
+    Ok(())
+}
+
+async fn single_broadcasts(phase: &mut Fixture<'_>) -> anyhow::Result<()> {
+    let total = phase.args.sync.broadcast_sessions;
+    let mut redis = phase.redis.get_multiplexed_async_connection().await?;
+    let (mut to_last, mut rates) = (Vec::new(), Vec::new());
+    for _ in 0..phase.args.sync.broadcasts {
+        tokio::time::sleep(SETTLE).await;
+        let before = Snapshot::take(&phase.gw, &phase.fleet, phase.redis_pid).await;
+        let seq = phase.seq;
+        phase.seq += 1;
+        let published = now_micros();
+        publish(&mut redis, &phase.channel, deal(seq)).await?;
+        let deadline = Instant::now() + BROADCAST_DEADLINE;
+        let (arrival, complete) = phase.fleet.wait(seq, deadline).await;
+        // The fan-out histogram is observed after the last hand-off; give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let used = Snapshot::take(&phase.gw, &phase.fleet, phase.redis_pid)
+            .await
+            .since(before);
+        let last = arrival.last_us.saturating_sub(published);
+        let rate = arrival.received as f64 / (last.max(1) as f64 / 1e6);
+        println!(
+            "  broadcast {seq}: {}/{total} sessions{}; PUBLISH → first {:.1} ms, → last {:.1} ms: {rate:.0} deliveries/s; gateway fan-out task {:.1} ms, {} deliveries counted; {}",
+            arrival.received,
+            if complete { "" } else { " (deadline passed)" },
+            ms(arrival.first_us.saturating_sub(published)),
+            ms(last),
+            used.fanout_ms(),
+            used.deliveries,
+            used.cpu()
+        );
+        to_last.push(last);
+        rates.push(rate as u64);
+    }
+    to_last.sort_unstable();
+    rates.sort_unstable();
+    println!(
+        "  one broadcast to {total} sessions: PUBLISH → last session median {:.1} ms, max {:.1} ms; median {} deliveries/s",
+        ms(percentile(&to_last, 0.5)),
+        ms(to_last.last().copied().unwrap_or(0)),
+        percentile(&rates, 0.5)
+    );
+    Ok(())
+}
+
+/// Personal notifications paced at `--personal-rate` for `--stream-secs` to the sessions
+/// held here, with a broadcast every `every` meanwhile (None: none); returns the p99 (µs).
+async fn personal_stream(phase: &mut Fixture<'_>, every: Option<Duration>) -> anyhow::Result<u64> {
+    let a = &phase.args.sync;
+    let users = a.personal.min(a.broadcast_sessions) as u64;
+    anyhow::ensure!(users > 0, "--personal must be at least 1");
+    let expected = a.personal_rate * a.stream_secs;
+    let window = Duration::from_secs(a.stream_secs);
+    tokio::time::sleep(SETTLE).await;
+    phase.personal.received.store(0, Ordering::Relaxed);
+    lock(&phase.personal.latencies).clear();
+    let before = Snapshot::take(&phase.gw, &phase.fleet, phase.redis_pid).await;
+    let started = Instant::now();
+    let started_us = now_micros();
+
+    let mut notify = phase.redis.get_multiplexed_async_connection().await?;
+    let (rate, prefix) = (a.personal_rate, phase.gw.prefix.clone());
+    let notifications = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < expected {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let mut pipe = redis::pipe();
+            for i in sent..(sent + PERSONAL_BATCH).min(expected) {
+                let user = i % users;
+                let json = format!(
+                    "{{\"id\":{i},\"userId\":\"sync-{user}\",\"type\":\"ORDER_CREATED\",\"t\":{}}}",
+                    now_micros()
+                );
+                pipe.cmd("PUBLISH")
+                    .arg(format!("{prefix}sync-{user}"))
+                    .arg(json)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut notify).await?;
+            sent += PERSONAL_BATCH;
+        }
+        anyhow::Ok(())
+    });
+    let first_seq = phase.seq;
+    let mut published = Vec::new();
+    if let Some(every) = every {
+        let mut redis = phase.redis.get_multiplexed_async_connection().await?;
+        let count = (window.as_millis() / every.as_millis().max(1)) as u32;
+        for k in 0..count {
+            tokio::time::sleep_until((started + every * k).into()).await;
+            published.push(now_micros());
+            publish(&mut redis, &phase.channel, deal(phase.seq)).await?;
+            phase.seq += 1;
+        }
+    }
+    notifications.await??;
+
+    let deadline = Instant::now() + STREAM_DEADLINE;
+    while phase.personal.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let got = phase.personal.received.load(Ordering::Relaxed);
+    let mut arrivals = Vec::new();
+    for seq in first_seq..phase.seq {
+        arrivals.push(phase.fleet.wait(seq, deadline).await);
+    }
+    let done_us = now_micros();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let used = Snapshot::take(&phase.gw, &phase.fleet, phase.redis_pid)
+        .await
+        .since(before);
+    let mut latencies = lock(&phase.personal.latencies).clone();
+    latencies.sort_unstable();
+    let p99 = percentile(&latencies, 0.99);
+    let what = match every {
+        None => "no broadcast".to_owned(),
+        Some(every) => format!("a broadcast every {} ms", every.as_millis()),
+    };
+    println!(
+        "  personal {rate}/s for {} s, {what}: {got}/{expected} received; publish → receive p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {}",
+        a.stream_secs,
+        ms(percentile(&latencies, 0.5)),
+        ms(p99),
+        ms(latencies.last().copied().unwrap_or(0)),
+        used.cpu()
+    );
+    if !arrivals.is_empty() {
+        let complete = arrivals.iter().filter(|(_, c)| *c).count();
+        let deliveries: usize = arrivals.iter().map(|(a, _)| a.received).sum();
+        let end = arrivals
+            .iter()
+            .map(|(a, _)| a.last_us)
+            .max()
+            .unwrap_or(done_us);
+        let mut lags: Vec<u64> = arrivals
+            .iter()
+            .zip(&published)
+            .map(|((a, _), at)| a.last_us.saturating_sub(*at))
+            .collect();
+        lags.sort_unstable();
+        let span = end.saturating_sub(started_us).max(1);
+        println!(
+            "    {} broadcasts ({complete} reached every session): PUBLISH → last session p50 {:.0} ms, max {:.0} ms; {deliveries} deliveries in {:.1} s ({:.0}/s); gateway fan-out task {:.1} ms per broadcast",
+            arrivals.len(),
+            ms(percentile(&lags, 0.5)),
+            ms(lags.last().copied().unwrap_or(0)),
+            span as f64 / 1e6,
+            deliveries as f64 / (span as f64 / 1e6),
+            used.fanout_ms()
+        );
+    }
+    Ok(p99)
+}
