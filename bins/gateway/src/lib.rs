@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
 use tokio::net::TcpListener;
@@ -226,7 +227,11 @@ impl Gateway {
         let app = router::public(self.state.clone(), self.api, self.sockjs_options);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let graceful = shutdown.clone();
-        let serve = axum::serve(self.listener, app)
+        // Small frames go out at once: no Nagle delay behind the client's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await });
         match shared::shutdown::drain(&shutdown, SHUTDOWN_DEADLINE, serve.into_future()).await {
             Some(result) => result,
