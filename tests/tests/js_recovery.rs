@@ -17,8 +17,6 @@ use gateway::auth::sign_hs256;
 use gateway::sync::recovery::{Hook, Phase};
 use gateway::{Gateway, GatewayConfig};
 use serde_json::json;
-use shared::inbox::Inbox;
-use shared::time::Zone;
 use support::TestDb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -34,37 +32,8 @@ struct Env {
 }
 
 impl Env {
-    /// Stores a notification of `user` and publishes its JSON, as ingest does.
     async fn notify(&self, user: &str) -> i64 {
-        let id = sqlx::query(
-            "INSERT INTO notifications (user_id, type, title, message, status, created_at, \
-             dedup_key, write_batch) VALUES (?, 'BLOG_LIKE', '좋아요', '메시지', 'UNREAD', ?, ?, 0)",
-        )
-        .bind(user)
-        .bind(Utc::now())
-        .bind(rand::random::<[u8; 32]>().to_vec())
-        .execute(&self.db.pool)
-        .await
-        .unwrap()
-        .last_insert_id() as i64;
-        let row = Inbox::new(self.db.pool.clone())
-            .since(user, id - 1, 1)
-            .await
-            .unwrap()
-            .remove(0);
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(format!("{}{user}", self.prefix))
-            .arg(row.to_json(&Zone::utc()))
-            .query_async(
-                &mut redis::Client::open(support::redis_url())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        id
+        support::notify::notify(&self.db.pool, &self.prefix, user).await
     }
 
     async fn notify_many(&self, user: &str, n: usize) -> Vec<i64> {

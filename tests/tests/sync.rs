@@ -17,8 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use gateway::auth::sign_hs256;
 use gateway::{Gateway, GatewayConfig};
 use serde_json::{Value, json};
-use shared::inbox::Inbox;
-use shared::time::Zone;
 use support::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -67,44 +65,15 @@ impl Env {
 
     /// Stores a notification of `user` and publishes its JSON, as ingest does; its id.
     async fn notify(&self, user: &str) -> i64 {
-        let id = self.store(user).await;
-        let inbox = Inbox::new(self.db.pool.clone());
-        let row = inbox.since(user, id - 1, 1).await.unwrap().remove(0);
-        self.publish(
-            &format!("{}{user}", self.prefix),
-            &row.to_json(&Zone::utc()),
-        )
-        .await;
-        id
+        support::notify::notify(&self.db.pool, &self.prefix, user).await
     }
 
     async fn store(&self, user: &str) -> i64 {
-        sqlx::query(
-            "INSERT INTO notifications (user_id, type, title, message, status, created_at, \
-             dedup_key, write_batch) VALUES (?, 'BLOG_LIKE', '좋아요', '메시지', 'UNREAD', ?, ?, 0)",
-        )
-        .bind(user)
-        .bind(Utc::now())
-        .bind(rand::random::<[u8; 32]>().to_vec())
-        .execute(&self.db.pool)
-        .await
-        .unwrap()
-        .last_insert_id() as i64
+        support::notify::store(&self.db.pool, user).await
     }
 
     async fn publish(&self, channel: &str, payload: &str) {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async(
-                &mut redis::Client::open(support::redis_url())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        support::notify::publish(channel, payload).await;
     }
 }
 

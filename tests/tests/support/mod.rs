@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod notify;
 pub mod proxy;
 pub mod redis_sub;
 
