@@ -535,3 +535,74 @@ async fn a_time_deal_produced_into_kafka_reaches_subscribers_through_the_real_in
     stop_ingest.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_time_deals_never_holds_up_personal_notifications() {
+    const BYSTANDERS: usize = 500;
+    const DEALS: usize = 200;
+    let env = Env::new().await;
+    let gw = env.gateway(|_| {}).await;
+    // Sessions that listen to time deals and leave their frames in the socket.
+    let mut bystanders = Vec::new();
+    for n in 0..BYSTANDERS {
+        let mut client = Client::connect(&gw, &format!("b{n}")).await;
+        client.subscribe("t", "/topic/timedeals", "").await;
+        bystanders.push(client);
+    }
+    let mut watcher = Client::connect(&gw, "watcher").await;
+    watcher.subscribe("t", "/topic/timedeals", "").await;
+    watcher
+        .subscribe("n", "/user/queue/notifications", "")
+        .await;
+
+    // More time deals at once than the fan-out can hold, in one pipeline.
+    let channel = format!("{}broadcast:timedeals", env.prefix);
+    let mut pipe = redis::pipe();
+    for deal in 0..DEALS {
+        pipe.cmd("PUBLISH")
+            .arg(&channel)
+            .arg(format!(
+                r#"{{"type":"TIMEDEAL_STARTED","timeDealId":{deal}}}"#
+            ))
+            .ignore();
+    }
+    let mut redis = redis::Client::open(support::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = pipe.query_async(&mut redis).await.unwrap();
+    let id = env.notify("watcher").await;
+
+    let mut frames = Vec::new();
+    while frames.len() < DEALS + 1 && watcher.read_frames(QUIET * 4).await {
+        frames.append(&mut watcher.pending);
+    }
+    let personal = frames
+        .iter()
+        .position(|f| message_of(f).0["destination"] == "/user/queue/notifications")
+        .expect("the personal notification arrives");
+    assert_eq!(message_of(&frames[personal]).1["id"], id);
+    let deals: Vec<i64> = frames
+        .iter()
+        .map(|f| message_of(f))
+        .filter(|(headers, _)| headers["destination"] == "/topic/timedeals")
+        .map(|(_, body)| body["timeDealId"].as_i64().unwrap())
+        .collect();
+    println!(
+        "{} of {DEALS} time deals reached the watcher; its notification came after {personal} of them",
+        deals.len()
+    );
+    // The relay dropped what the fan-out could not hold instead of waiting for it, so the
+    // notification did not queue behind the flood.
+    assert!(deals.len() < DEALS, "some time deals are dropped");
+    assert!(
+        personal <= 20,
+        "the notification came after {personal} time deals"
+    );
+    assert!(
+        deals.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice"
+    );
+    drop(bystanders);
+}

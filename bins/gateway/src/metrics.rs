@@ -111,6 +111,10 @@ impl GatewayMetrics {
                     .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
                 )
                 .expect("metric"),
+                broadcasts_dropped: counter(
+                    "broadcasts_dropped_total",
+                    "Broadcast messages dropped because the fan-out queue was full",
+                ),
             },
             registry,
         };
@@ -132,6 +136,7 @@ impl GatewayMetrics {
             Box::new(metrics.hub.subscriptions.clone()),
             Box::new(metrics.hub.broadcast_deliveries.clone()),
             Box::new(metrics.hub.fanout_seconds.clone()),
+            Box::new(metrics.hub.broadcasts_dropped.clone()),
         ] {
             metrics
                 .registry

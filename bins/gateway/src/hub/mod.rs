@@ -17,7 +17,8 @@
 //! channels. A message that finds it full drops the session from the hub (its queue closes
 //! and the session ends as a slow consumer, counted; channels left without sessions are
 //! released); memory never grows with a stalled client. Broadcasts wait in a bounded queue
-//! of their own (`FANOUT_QUEUE`). The relay reconnects to Redis with capped backoff and
+//! of their own (`FANOUT_QUEUE`; one that finds it full is dropped and counted) and are
+//! handed out paced, so few broadcast deliveries are runnable at once. The relay reconnects to Redis with capped backoff and
 //! resubscribes; sessions stay up meanwhile.
 
 mod book;
@@ -66,6 +67,8 @@ pub struct Delivery {
     /// When the relay received it from Redis (for the delivery latency metric).
     pub received: Instant,
     pub source: Source,
+    /// A broadcast's place in the fan-out's window, given back once written.
+    place: Option<fanout::Place>,
 }
 
 /// How long a first session waits for its user's Redis subscription before going on.
@@ -83,6 +86,8 @@ pub struct HubMetrics {
     pub broadcast_deliveries: IntCounter,
     /// Time spent handing broadcast messages to their sessions.
     pub fanout_seconds: Histogram,
+    /// Broadcasts dropped because the fan-out queue was full.
+    pub broadcasts_dropped: IntCounter,
 }
 
 /// Sessions, the channels they listen to, and the Redis relay feeding them.
@@ -185,10 +190,25 @@ impl Hub {
 
     /// Hands `json` from `channel` to its sessions: a user channel's at once, a broadcast
     /// channel's through the fan-out task. A full queue drops that session.
-    async fn deliver(&self, channel: &str, json: Arc<str>) {
+    fn deliver(&self, channel: &str, json: Arc<str>) {
         if let Some(job) = self.deliver_now(channel, json) {
-            // Waits only when FANOUT_QUEUE broadcasts are already pending.
-            let _ = self.fanout.send(job).await;
+            // Never waits: under a flood of broadcasts this instance cannot serve, one is
+            // dropped rather than holding up the relay (and personal notifications).
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(job)) =
+                self.fanout.try_send(job)
+            {
+                self.metrics.broadcasts_dropped.inc();
+                let dropped = self.metrics.broadcasts_dropped.get();
+                // Logged at the 1st, 2nd, 4th, 8th… drop: a flood does not flood the log.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        sessions = job.sessions.len(),
+                        dropped,
+                        "broadcast dropped: {} broadcasts are already waiting for fan-out",
+                        fanout::FANOUT_QUEUE
+                    );
+                }
+            }
         }
     }
 
@@ -202,6 +222,7 @@ impl Hub {
             json,
             received,
             source,
+            place: None,
         };
         if source == Source::Broadcast {
             let sessions = listeners.map(|(id, s)| (id, s.clone())).collect();

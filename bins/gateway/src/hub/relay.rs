@@ -97,7 +97,7 @@ async fn serve(
         // Messages that are already here go first, a bounded number of them.
         for _ in 0..MESSAGES_PER_CHANGE {
             match stream.next().now_or_never() {
-                Some(Some(message)) => relay_message(hub, &message).await,
+                Some(Some(message)) => relay_message(hub, &message),
                 Some(None) => return Some("connection closed".into()),
                 None => break,
             }
@@ -113,7 +113,7 @@ async fn serve(
                 _ = shutdown.cancelled() => return None,
                 _ = hub.wake.notified() => continue,
                 message = stream.next() => match message {
-                    Some(message) => relay_message(hub, &message).await,
+                    Some(message) => relay_message(hub, &message),
                     None => return Some("connection closed".into()),
                 },
             }
@@ -145,10 +145,9 @@ async fn serve(
     }
 }
 
-async fn relay_message(hub: &Hub, message: &redis::Msg) {
+fn relay_message(hub: &Hub, message: &redis::Msg) {
     let Ok(json) = std::str::from_utf8(message.get_payload_bytes()) else {
         return;
     };
-    hub.deliver(message.get_channel_name(), Arc::from(json))
-        .await;
+    hub.deliver(message.get_channel_name(), Arc::from(json));
 }
