@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod ingest_process;
 pub mod kafka;
 pub mod notify;
 pub mod proxy;
