@@ -30,7 +30,9 @@ pub struct KafkaArgs {
     )]
     pub group_id: String,
 
-    /// Extra librdkafka properties as key=value (security.protocol, sasl.*, ...).
+    /// Extra librdkafka properties as key=value (security.protocol, sasl.*, ...). They
+    /// override ingest's own settings, the consumer defaults (fetch.wait.max.ms=10,
+    /// fetch.min.bytes=1) included.
     #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
 }
@@ -43,6 +45,31 @@ impl fmt::Debug for KafkaArgs {
             .field("properties", &masked(&self.properties))
             .finish()
     }
+}
+
+/// Consumer settings ingest sets unless `KAFKA_PROPERTIES` names them.
+///
+/// `fetch.wait.max.ms`: the longest a broker may hold a fetch that finds nothing new.
+/// Apache Kafka answers a parked fetch as soon as `fetch.min.bytes` arrive, so there the
+/// value only sets how often an idle consumer asks again: one fetch request per partition
+/// leader it reads from every 10 ms (librdkafka's 500 ms: two a second). Brokers that do
+/// not wake a parked fetch on new data (tansu) answer only when the wait is over, and there
+/// it is added to every record's latency: with 500 ms, 10 000 events at 1 000/s reached
+/// STOMP clients at p50 408 ms, p99 534 ms; with 5 ms at p50 21 ms, p99 42 ms.
+/// `fetch.min.bytes=1` (librdkafka's default, stated here): answer as soon as one record
+/// is there.
+pub const CONSUMER_DEFAULTS: [(&str, &str); 2] =
+    [("fetch.wait.max.ms", "10"), ("fetch.min.bytes", "1")];
+
+/// The consumer's extra librdkafka properties: [`CONSUMER_DEFAULTS`], except those the
+/// user's `properties` name, then `properties` in their order (a later one wins).
+pub fn consumer_properties(properties: &[(String, String)]) -> Vec<(String, String)> {
+    CONSUMER_DEFAULTS
+        .iter()
+        .filter(|(key, _)| !properties.iter().any(|(k, _)| k == key))
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .chain(properties.iter().cloned())
+        .collect()
 }
 
 /// librdkafka properties with the values of secret ones (passwords, keys, JAAS configs,
@@ -243,6 +270,56 @@ impl TryFrom<RunArgs> for IngestConfig {
             admin_addr: Some(args.admin_addr),
             shutdown_deadline: Duration::from_millis(args.shutdown_deadline_ms),
         })
+    }
+}
+
+#[cfg(test)]
+mod consumer_defaults {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_defaults_apply_when_no_property_names_them() {
+        assert_eq!(
+            consumer_properties(&pairs(&[("client.id", "ingest-1")])),
+            pairs(&[
+                ("fetch.wait.max.ms", "10"),
+                ("fetch.min.bytes", "1"),
+                ("client.id", "ingest-1"),
+            ])
+        );
+    }
+
+    #[test]
+    fn kafka_properties_from_the_command_line_override_the_defaults() {
+        let command = Command::parse_from([
+            "ingest",
+            "--kafka-property",
+            "fetch.wait.max.ms=500,security.protocol=SASL_SSL",
+        ]);
+        let config = IngestConfig::try_from(command.run).unwrap();
+        assert_eq!(
+            consumer_properties(&config.kafka_properties),
+            pairs(&[
+                ("fetch.min.bytes", "1"),
+                ("fetch.wait.max.ms", "500"),
+                ("security.protocol", "SASL_SSL"),
+            ])
+        );
     }
 }
 

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Health};
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, consumer_properties};
 use crate::dlt::DltProducer;
 use crate::group::{self, IngestConsumer, IngestContext};
 use crate::metrics::Metrics;
@@ -70,6 +70,23 @@ fn pause_after(kafka_properties: &[(String, String)]) -> Duration {
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_MAX_POLL_INTERVAL);
     (max_poll / 4).min(PAUSE_AFTER_MAX)
+}
+
+/// The consumer's librdkafka configuration: ingest's settings, then the consumer defaults
+/// ([`crate::config::CONSUMER_DEFAULTS`]) and `KAFKA_PROPERTIES`, which override both.
+fn consumer_config(config: &IngestConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in consumer_properties(&config.kafka_properties) {
+        client.set(key, value);
+    }
+    client
 }
 
 /// What woke the run loop.
@@ -114,19 +131,8 @@ impl Ingest {
         )
         .await;
 
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "5000");
-        for (key, value) in &config.kafka_properties {
-            client.set(key, value);
-        }
-        let consumer: IngestConsumer =
-            client.create_with_context(IngestContext::new(metrics.clone(), dlt.kafka_log()))?;
+        let consumer: IngestConsumer = consumer_config(&config)
+            .create_with_context(IngestContext::new(metrics.clone(), dlt.kafka_log()))?;
         consumer.subscribe(&topics)?;
 
         let pipeline = Pipeline {
@@ -358,6 +364,36 @@ mod tests {
 
     fn property(value: &str) -> Vec<(String, String)> {
         vec![("max.poll.interval.ms".to_owned(), value.to_owned())]
+    }
+
+    fn configured(properties: &[(&str, &str)]) -> ClientConfig {
+        let mut config = IngestConfig::new("kafka:9092", "mysql://db/n", "redis://cache/");
+        config.kafka_properties = properties
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        consumer_config(&config)
+    }
+
+    #[test]
+    fn the_consumer_fetches_with_the_low_latency_defaults() {
+        let client = configured(&[]);
+        for (key, value) in crate::config::CONSUMER_DEFAULTS {
+            assert_eq!(client.get(key), Some(value), "{key}");
+        }
+        assert_eq!(client.get("enable.auto.commit"), Some("false"));
+    }
+
+    #[test]
+    fn kafka_properties_override_the_consumer_defaults() {
+        let client = configured(&[
+            ("fetch.wait.max.ms", "500"),
+            ("fetch.min.bytes", "4096"),
+            ("security.protocol", "SASL_SSL"),
+        ]);
+        assert_eq!(client.get("fetch.wait.max.ms"), Some("500"));
+        assert_eq!(client.get("fetch.min.bytes"), Some("4096"));
+        assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
     }
 
     #[test]
