@@ -6,6 +6,7 @@ use std::fmt;
 use clap::Args;
 
 use crate::event::{EventKind, TopicMap};
+use crate::redis_link::RedisTarget;
 use crate::telemetry::LogFormat;
 use crate::time::Zone;
 
@@ -68,6 +69,10 @@ pub struct RedisArgs {
     /// Redis port.
     #[arg(long = "redis-port", env = "REDIS_PORT", default_value_t = 6379)]
     pub port: u16,
+    /// Redis Cluster seed nodes (host:port,...); set, both binaries use the cluster and
+    /// sharded Pub/Sub (SPUBLISH/SSUBSCRIBE) instead of REDIS_URL.
+    #[arg(long = "redis-cluster-nodes", env = "REDIS_CLUSTER_NODES")]
+    pub cluster_nodes: Option<String>,
     /// Channel prefix; a user's channel is PREFIX + userId.
     #[arg(long = "redis-channel-prefix", env = "REDIS_CHANNEL_PREFIX", default_value = crate::channel::DEFAULT_PREFIX)]
     pub channel_prefix: String,
@@ -79,13 +84,28 @@ impl fmt::Debug for RedisArgs {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("cluster_nodes", &self.cluster_nodes)
             .field("channel_prefix", &self.channel_prefix)
             .finish()
     }
 }
 
 impl RedisArgs {
+    /// Where Redis is, in the one-string form [`RedisTarget::parse`] reads: the cluster's
+    /// `redis+cluster://host:port,...` when REDIS_CLUSTER_NODES is set, else the node's URL.
     pub fn url(&self) -> String {
+        match self.cluster_nodes.as_deref() {
+            Some(nodes) => format!("{}{}/", crate::redis_link::CLUSTER_SCHEME, nodes.trim()),
+            None => self.node_url(),
+        }
+    }
+
+    /// Where Redis is; an error names what is wrong with REDIS_CLUSTER_NODES.
+    pub fn target(&self) -> Result<RedisTarget, String> {
+        RedisTarget::parse(&self.url())
+    }
+
+    fn node_url(&self) -> String {
         self.url
             .clone()
             .unwrap_or_else(|| format!("redis://{}:{}/", self.host, self.port))
@@ -180,6 +200,26 @@ mod tests {
         let cli = Cli::parse_from(["x", "--redis-url", "rediss://:r3dis-pw@cache/"]);
         let debug = format!("{:?}", cli.redis);
         assert!(!debug.contains("r3dis-pw"), "password only: {debug}");
+    }
+
+    #[test]
+    fn cluster_nodes_take_precedence_over_the_node_url() {
+        let cli = Cli::parse_from(["x", "--redis-url", "redis://one:6379/"]);
+        assert_eq!(
+            cli.redis.target().unwrap(),
+            RedisTarget::Node("redis://one:6379/".into())
+        );
+        let cli = Cli::parse_from(["x", "--redis-cluster-nodes", "a:7000,b:7001"]);
+        assert_eq!(
+            cli.redis.target().unwrap(),
+            RedisTarget::Cluster(vec!["redis://a:7000/".into(), "redis://b:7001/".into()])
+        );
+        assert_eq!(
+            RedisTarget::parse(&cli.redis.url()).unwrap(),
+            cli.redis.target().unwrap()
+        );
+        let cli = Cli::parse_from(["x", "--redis-cluster-nodes", " "]);
+        assert!(cli.redis.target().is_err(), "an empty list is an error");
     }
 
     #[test]

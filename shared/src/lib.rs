@@ -12,6 +12,7 @@
 //! - [`inbox`]: the inbox's queries on the notifications table (pages, counts, read marks).
 //! - [`time`]: the configurable display time zone of notification timestamps.
 //! - [`channel`]: Redis channel naming.
+//! - [`redis_link`]: one Redis node or a Redis Cluster (sharded Pub/Sub), for both binaries.
 //! - [`config`]: reusable clap argument groups.
 //! - [`telemetry`]: tracing subscriber set-up.
 //! - [`shutdown`]: SIGTERM/SIGINT → cancellation token.
@@ -27,6 +28,7 @@ pub mod event;
 pub mod inbox;
 pub mod notification;
 pub mod number;
+pub mod redis_link;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

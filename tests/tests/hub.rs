@@ -60,7 +60,7 @@ fn start(url: &str, prefix: &str, queue: usize) -> (Hub, GatewayMetrics, Cancell
     let metrics = GatewayMetrics::new();
     let shutdown = CancellationToken::new();
     let hub = Hub::start(
-        url,
+        &shared::redis_link::RedisTarget::Node(url.to_owned()),
         &Channels::new(prefix),
         SubscribeMode::PerUser,
         queue,

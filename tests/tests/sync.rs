@@ -8,25 +8,21 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures_util::{SinkExt, StreamExt};
 use gateway::auth::sign_hs256;
 use gateway::{Gateway, GatewayConfig};
 use serde_json::{Value, json};
 use support::TestDb;
+use support::proxy::Proxy;
+use support::stomp::{Client, QUIET, ids, message_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "sync-test-secret-of-at-least-32-bytes-long";
-const WAIT: Duration = Duration::from_secs(10);
-/// Silence after which nothing more is expected (a duplicate would come within it).
-const QUIET: Duration = Duration::from_millis(500);
 
 struct Gw {
     addr: SocketAddr,
@@ -77,6 +73,10 @@ impl Env {
     }
 }
 
+async fn client(gw: &Gw, user: &str) -> Client {
+    Client::connect(gw.addr, &token(user)).await
+}
+
 fn token(user: &str) -> String {
     let exp = Utc::now().timestamp() + 600;
     sign_hs256(
@@ -84,118 +84,6 @@ fn token(user: &str) -> String {
         Some("k1"),
         &json!({"sub": user, "exp": exp}),
     )
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// A STOMP client over raw WebSocket.
-struct Client {
-    ws: Ws,
-    /// Frames read but not yet taken.
-    pending: Vec<String>,
-}
-
-impl Client {
-    async fn connect(gw: &Gw, user: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!(
-            "ws://{}/ws/notifications/websocket",
-            gw.addr
-        ))
-        .await
-        .unwrap();
-        let mut client = Client {
-            ws,
-            pending: Vec::new(),
-        };
-        let connect = format!(
-            "CONNECT\naccept-version:1.2\nAuthorization:Bearer {}\n\n\0",
-            token(user)
-        );
-        client.send(&connect).await;
-        let connected = client.next().await;
-        assert!(connected.starts_with("CONNECTED\n"), "{connected}");
-        client
-    }
-
-    async fn send(&mut self, frame: &str) {
-        self.ws
-            .send(Message::Text(frame.to_owned().into()))
-            .await
-            .unwrap();
-    }
-
-    /// SUBSCRIBE with a receipt; returns once the RECEIPT came (frames before it are kept).
-    async fn subscribe(&mut self, id: &str, destination: &str, extra: &str) {
-        let frame =
-            format!("SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:r-{id}\n{extra}\n\0");
-        self.send(&frame).await;
-        let mut before = Vec::new();
-        loop {
-            let frame = self.next().await;
-            if frame.starts_with(&format!("RECEIPT\nreceipt-id:r-{id}\n")) {
-                break;
-            }
-            before.push(frame);
-        }
-        self.pending.splice(0..0, before);
-    }
-
-    async fn read_frames(&mut self, timeout: Duration) -> bool {
-        match tokio::time::timeout(timeout, self.ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                self.pending.extend(
-                    text.split('\0')
-                        .map(|f| f.trim_start_matches('\n'))
-                        .filter(|f| !f.is_empty())
-                        .map(str::to_owned),
-                );
-                true
-            }
-            Ok(Some(Ok(_))) => true,
-            Ok(other) => panic!("connection ended: {other:?} after {:?}", self.pending),
-            Err(_) => false,
-        }
-    }
-
-    async fn next(&mut self) -> String {
-        let deadline = Instant::now() + WAIT;
-        while self.pending.is_empty() {
-            assert!(Instant::now() < deadline, "no frame within {WAIT:?}");
-            self.read_frames(WAIT).await;
-        }
-        self.pending.remove(0)
-    }
-
-    /// Every frame until none has arrived for `QUIET`.
-    async fn until_quiet(&mut self) -> Vec<String> {
-        let deadline = Instant::now() + WAIT * 3;
-        while Instant::now() < deadline && self.read_frames(QUIET).await {}
-        std::mem::take(&mut self.pending)
-    }
-
-    /// The next MESSAGE's body as JSON, with its headers.
-    async fn message(&mut self) -> (BTreeMap<String, String>, Value) {
-        message_of(&self.next().await)
-    }
-}
-
-fn message_of(frame: &str) -> (BTreeMap<String, String>, Value) {
-    assert!(frame.starts_with("MESSAGE\n"), "{frame}");
-    let (head, body) = frame.split_once("\n\n").unwrap();
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    (headers, serde_json::from_str(body).unwrap())
-}
-
-fn ids(frames: &[String]) -> Vec<i64> {
-    frames
-        .iter()
-        .map(|f| message_of(f).1["id"].as_i64().unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +100,7 @@ async fn a_subscription_with_last_id_recovers_what_was_missed_then_goes_live() {
     }
     env.notify("bob").await; // someone else's
 
-    let mut client = Client::connect(&gw, "alice").await;
+    let mut client = client(&gw, "alice").await;
     let last_id = format!("last-id:{}\n", first[2]);
     client
         .subscribe("n", "/user/queue/notifications", &last_id)
@@ -230,6 +118,81 @@ async fn a_subscription_with_last_id_recovers_what_was_missed_then_goes_live() {
         vec![live],
         "then live, once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_reconnect_recovers_what_was_published_while_the_link_was_down() {
+    let env = Env::new().await;
+    let redis: SocketAddr = support::redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("TEST_REDIS_URL is redis://host:port/ for this test");
+    let proxy = Proxy::start(redis).await;
+    let redis_url = format!("redis://{}/", proxy.addr);
+    let gw = env
+        .gateway(|config| config.redis.url = Some(redis_url))
+        .await;
+    let channel = format!("{}carol", env.prefix);
+    let mut client = client(&gw, "carol").await;
+    client
+        .subscribe("n", "/user/queue/notifications", "last-id:0\n")
+        .await;
+    let mut expected = Vec::new();
+    for _ in 0..5 {
+        expected.push(env.notify("carol").await);
+    }
+    let mut got = ids(&client.until_quiet().await);
+    assert_eq!(got, expected, "live before the outage");
+
+    proxy.cut();
+    support::wait_until(
+        "Redis saw the relay go",
+        Duration::from_secs(10),
+        || async { subscribers(&channel).await == 0 },
+    )
+    .await;
+    let mut during = Vec::new();
+    for _ in 0..10 {
+        during.push(env.notify("carol").await); // published to nobody
+    }
+    assert!(client.until_quiet().await.is_empty());
+    let cut_for = Instant::now();
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 15 && Instant::now() < deadline {
+        client.read_frames(Duration::from_secs(1)).await;
+        got.extend(ids(&std::mem::take(&mut client.pending)));
+    }
+    println!(
+        "the relay reconnected and the session recovered {} notifications {:.2} s after Redis came back",
+        got.len() - 5,
+        cut_for.elapsed().as_secs_f64()
+    );
+    expected.extend(&during);
+    assert_eq!(
+        got, expected,
+        "what was published during the outage, once, in order"
+    );
+    let live = env.notify("carol").await;
+    assert_eq!(
+        ids(&client.until_quiet().await),
+        vec![live],
+        "then live, once"
+    );
+}
+
+/// Subscribers of `channel` on the test Redis.
+async fn subscribers(channel: &str) -> i64 {
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +220,7 @@ async fn a_recovery_of_600_missed_sends_the_newest_500_and_asks_for_a_reload() {
             .await
             .unwrap();
     assert_eq!(stored.len(), 600);
-    let mut client = Client::connect(&gw, "carol").await;
+    let mut client = client(&gw, "carol").await;
     client
         .subscribe("n", "/user/queue/notifications", "last-id:0\n")
         .await;
@@ -302,7 +265,7 @@ async fn notifications_published_during_the_recovery_query_arrive_exactly_once()
         .gateway(|config| config.recovery_hook = Some(hook))
         .await;
     let before = env.notify("dave").await;
-    let mut client = Client::connect(&gw, "dave").await;
+    let mut client = client(&gw, "dave").await;
     let subscribing = tokio::spawn(async move {
         client
             .subscribe(
@@ -346,8 +309,8 @@ async fn call(addr: SocketAddr, method: &str, path: &str, user: &str) -> (u16, S
 async fn two_tabs(env: &Env, user: &str) -> (Gw, Gw, Client, Client) {
     let a = env.gateway(|_| {}).await;
     let b = env.gateway(|_| {}).await;
-    let mut tab_a = Client::connect(&a, user).await;
-    let mut tab_b = Client::connect(&b, user).await;
+    let mut tab_a = client(&a, user).await;
+    let mut tab_b = client(&b, user).await;
     for tab in [&mut tab_a, &mut tab_b] {
         tab.subscribe("s", "/user/queue/notification-state", "")
             .await;
@@ -468,12 +431,12 @@ async fn time_deals_reach_each_subscriber_once_on_every_instance_and_nobody_else
     let b = env.gateway(|_| {}).await;
     let mut subscribers = Vec::new();
     for (gw, user) in [(&a, "u1"), (&a, "u2"), (&b, "u3")] {
-        let mut client = Client::connect(gw, user).await;
+        let mut client = client(gw, user).await;
         client.subscribe("t", "/topic/timedeals", "").await;
         client.subscribe("n", "/user/queue/notifications", "").await;
         subscribers.push(client);
     }
-    let mut bystander = Client::connect(&b, "u4").await;
+    let mut bystander = client(&b, "u4").await;
     bystander
         .subscribe("n", "/user/queue/notifications", "")
         .await;
@@ -513,7 +476,7 @@ async fn a_time_deal_produced_into_kafka_reaches_subscribers_through_the_real_in
     let running = tokio::spawn(ingest.run(stop_ingest.clone()));
 
     let gw = env.gateway(|_| {}).await;
-    let mut client = Client::connect(&gw, "shopper").await;
+    let mut client = client(&gw, "shopper").await;
     client.subscribe("t", "/topic/timedeals", "").await;
     let event = r#"{"timeDealId":9,"timeDealName":"한정 특가"}"#;
     kafka::produce(
@@ -545,11 +508,11 @@ async fn a_flood_of_time_deals_never_holds_up_personal_notifications() {
     // Sessions that listen to time deals and leave their frames in the socket.
     let mut bystanders = Vec::new();
     for n in 0..BYSTANDERS {
-        let mut client = Client::connect(&gw, &format!("b{n}")).await;
+        let mut client = client(&gw, &format!("b{n}")).await;
         client.subscribe("t", "/topic/timedeals", "").await;
         bystanders.push(client);
     }
-    let mut watcher = Client::connect(&gw, "watcher").await;
+    let mut watcher = client(&gw, "watcher").await;
     watcher.subscribe("t", "/topic/timedeals", "").await;
     watcher
         .subscribe("n", "/user/queue/notifications", "")

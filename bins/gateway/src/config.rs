@@ -197,11 +197,16 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// Defaults for everything but the listener and Redis (tests and tools start here).
+    /// `redis_url`: a node's URL, or a cluster's `redis+cluster://host:port,...`.
     pub fn new(listen_addr: SocketAddr, redis_url: &str) -> GatewayConfig {
+        let cluster_nodes = redis_url
+            .strip_prefix(shared::redis_link::CLUSTER_SCHEME)
+            .map(|nodes| nodes.trim_end_matches('/').to_owned());
         GatewayConfig {
             listen_addr,
             redis: RedisArgs {
-                url: Some(redis_url.to_owned()),
+                url: cluster_nodes.is_none().then(|| redis_url.to_owned()),
+                cluster_nodes,
                 host: "localhost".into(),
                 port: 6379,
                 channel_prefix: shared::channel::DEFAULT_PREFIX.into(),

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -84,23 +83,19 @@ impl Gateway {
         } else if jwt.is_empty() {
             tracing::info!("no JWT keys configured: only WebSocket tickets are accepted");
         }
-        let redis_url = config.redis.url();
+        let redis_target = config.redis.target().map_err(anyhow::Error::msg)?;
+        let redis_url = redis_target.to_string();
         let metrics = GatewayMetrics::new();
         let channels = Channels::new(config.redis.channel_prefix.clone());
         let hub = Hub::start(
-            &redis_url,
+            &redis_target,
             &channels,
             config.subscribe_mode,
             config.session_queue,
             metrics.hub.clone(),
             shutdown.clone(),
         )?;
-        let redis = ConnectionManager::new_lazy_with_config(
-            redis::Client::open(redis_url.as_str())?,
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2))),
-        )?;
+        let redis = redis_target.connect_lazy_with(Duration::from_secs(2))?;
         let sockjs_options = sockjs::Options {
             send_buffer_bytes: config.send_buffer_bytes,
             max_message_bytes: config.max_frame_bytes,
@@ -205,7 +200,7 @@ impl Gateway {
             let metrics = self.state.metrics.clone();
             let state = self.state.clone();
             // Ready: not shutting down, and the relay connected with every channel subscribed.
-            let redis = shared::config::redact_url(&self.redis_url);
+            let redis = self.redis_url.clone();
             let ready = move || {
                 if state.shutdown.is_cancelled() {
                     Err("shutting down".to_owned())

@@ -111,6 +111,11 @@ impl GatewayMetrics {
                     .buckets(vec![0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
                 )
                 .expect("metric"),
+                gaps: counter(
+                    "subscription_gaps_total",
+                    "Sessions told to recover from the store after their channel's Redis \
+                     subscription was lost and restored",
+                ),
                 broadcasts_dropped: counter(
                     "broadcasts_dropped_total",
                     "Broadcast messages dropped because the fan-out queue was full",
@@ -137,6 +142,7 @@ impl GatewayMetrics {
             Box::new(metrics.hub.broadcast_deliveries.clone()),
             Box::new(metrics.hub.fanout_seconds.clone()),
             Box::new(metrics.hub.broadcasts_dropped.clone()),
+            Box::new(metrics.hub.gaps.clone()),
         ] {
             metrics
                 .registry

@@ -1,13 +1,13 @@
 //! Redis publishing (SPEC 2.3): `PUBLISH notification:{userId} <json>`, and time deals on
-//! the broadcast channel `notification:broadcast:timedeals`, pipelined per batch.
+//! the broadcast channel `notification:broadcast:timedeals`, pipelined per batch. On a
+//! Redis Cluster (`REDIS_CLUSTER_NODES`) the same channels take `SPUBLISH` (sharded Pub/Sub),
+//! one pipeline per slot.
 //!
-//! The connection manager reconnects by itself; a failed pipeline is reported as an outage
-//! and the caller retries the whole pipeline (subscribers dedup by `id`).
+//! The connection reconnects by itself; a failed pipeline is reported as an outage and the
+//! caller retries the whole batch (subscribers dedup by `id`).
 
-use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use shared::channel::Channels;
+use shared::redis_link::{RedisConn, RedisTarget};
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,41 +28,47 @@ pub struct Outgoing {
 /// Publishes notification JSON on the users' channels.
 #[derive(Clone)]
 pub struct Publisher {
-    connection: ConnectionManager,
+    connection: RedisConn,
     channels: Channels,
 }
 
 impl Publisher {
-    /// Creates the publisher; the connection is made on first use, so a Redis outage at
-    /// start only delays publishing.
-    pub fn new(url: &str, channels: Channels) -> redis::RedisResult<Publisher> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    /// Creates the publisher for `address` (a Redis URL, or a cluster's
+    /// `redis+cluster://host:port,...`); the connection is made on first use, so a Redis
+    /// outage at start only delays publishing.
+    pub fn new(address: &str, channels: Channels) -> redis::RedisResult<Publisher> {
+        let target = RedisTarget::parse(address).map_err(|err| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "REDIS_CLUSTER_NODES",
+                err,
+            ))
+        })?;
         Ok(Publisher {
-            connection,
+            connection: target.connect_lazy()?,
             channels,
         })
     }
 
-    /// Publishes every message in one pipeline, in order.
+    /// Publishes every message, in order per channel.
     pub async fn publish(&self, messages: &[Outgoing]) -> redis::RedisResult<()> {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for message in messages {
-            let channel = match &message.to {
+        let channels: Vec<String> = messages
+            .iter()
+            .map(|message| match &message.to {
                 Destination::User(user) => self.channels.for_user(user),
                 Destination::Broadcast(topic) => self.channels.broadcast(topic),
-            };
-            pipe.cmd("PUBLISH").arg(channel).arg(&message.json).ignore();
-        }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection).await
+            })
+            .collect();
+        self.connection
+            .publish_all(
+                channels
+                    .iter()
+                    .zip(messages)
+                    .map(|(channel, message)| (channel.as_str(), message.json.as_str())),
+            )
+            .await
     }
 }

@@ -6,7 +6,7 @@ pub mod ticket;
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use shared::redis_link::RedisConn;
 
 pub use self::jwt::{JwtKeys, JwtRules, JwtVerifier, sign_hs256};
 pub use self::ticket::TICKET_PREFIX;
@@ -37,7 +37,7 @@ pub struct Identity {
 /// Checks credentials against Redis tickets and JWT keys.
 #[derive(Clone)]
 pub struct Authenticator {
-    redis: ConnectionManager,
+    redis: RedisConn,
     jwt: Arc<JwtVerifier>,
     ticket_prefix: String,
 }
@@ -45,7 +45,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// `jwt` is a [`JwtVerifier`], or bare [`JwtKeys`] verified with the default rules.
     pub fn new(
-        redis: ConnectionManager,
+        redis: RedisConn,
         jwt: impl Into<JwtVerifier>,
         ticket_prefix: impl Into<String>,
     ) -> Self {

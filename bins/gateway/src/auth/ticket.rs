@@ -2,7 +2,7 @@
 //! issued by `POST /api/v1/notifications/ws-ticket` and consumed with GETDEL, so a ticket
 //! opens at most one session.
 
-use redis::aio::ConnectionManager;
+use shared::redis_link::RedisConn;
 
 use super::{AuthError, Identity};
 
@@ -14,7 +14,7 @@ pub const TICKET_TTL_SECS: u64 = 30;
 
 /// Issues a ticket for `user`: a random UUID (v4, 122 random bits).
 pub(super) async fn issue(
-    redis: &ConnectionManager,
+    redis: &RedisConn,
     prefix: &str,
     user: &str,
 ) -> Result<String, AuthError> {
@@ -36,7 +36,7 @@ pub(super) async fn issue(
 
 /// Spends a ticket: the user it was issued to, or why not.
 pub(super) async fn redeem(
-    redis: &ConnectionManager,
+    redis: &RedisConn,
     prefix: &str,
     ticket: &str,
 ) -> Result<Identity, AuthError> {

@@ -5,7 +5,7 @@
 //! between the store and the live stream.
 
 use shared::channel::{Channels, TIMEDEALS, is_state_event};
-use shared::inbox::InboxError;
+use shared::inbox::{Inbox as Store, InboxError};
 use tokio::time::Instant;
 
 use super::{End, send};
@@ -15,7 +15,7 @@ use crate::outlet::Outlet;
 use crate::session::Session;
 use crate::state::AppState;
 use crate::sync::events::StateEvent;
-use crate::sync::recovery::{Phase, Recent, TRUNCATED_HEADER};
+use crate::sync::recovery::{Phase, Recent, TRUNCATED_HEADER, leading_id};
 
 /// The session's channels and inbox; empty (and small) until it subscribes.
 pub(super) struct Listening {
@@ -25,6 +25,9 @@ pub(super) struct Listening {
     personal: Option<String>,
     broadcast: Option<String>,
     recent: Option<Box<Recent>>,
+    /// Subscribed with `last-id`: the newest notification id the client holds, so a gap
+    /// in the Redis subscription is recovered from there.
+    newest: Option<i64>,
 }
 
 /// Why subscribing did not complete.
@@ -43,6 +46,7 @@ impl Listening {
             personal: None,
             broadcast: None,
             recent: None,
+            newest: None,
         }
     }
 
@@ -92,35 +96,9 @@ impl Listening {
         };
         match (target, last_id) {
             (Target::Notifications, Some(last_id)) => {
-                let hook = app.sync.recovery_hook.as_ref();
-                if let Some(hook) = hook {
-                    hook.reached(Phase::BeforeQuery).await;
-                }
-                let found = inbox
-                    .since(&user, last_id, app.sync.recovery_max.saturating_add(1))
-                    .await;
-                let rows = found.map_err(failed("recovery"))?;
-                if let Some(hook) = hook {
-                    hook.reached(Phase::AfterQuery).await;
-                }
-                let truncated = rows.len() > app.sync.recovery_max as usize;
-                let rows = &rows[rows.len().saturating_sub(app.sync.recovery_max as usize)..];
-                app.metrics.recoveries.inc();
-                app.metrics.recovered.inc_by(rows.len() as u64);
-                if truncated {
-                    app.metrics.recoveries_truncated.inc();
-                }
-                for (n, row) in rows.iter().enumerate() {
-                    let json = row.to_json(&app.sync.zone);
-                    let extra = (n == 0 && truncated).then_some(TRUNCATED_HEADER);
-                    self.send_to(session, to_client, app, Target::Notifications, &json, extra)
-                        .await
-                        .map_err(Failed::End)?;
-                }
-                self.recent = Some(Box::new(Recent::new(
-                    rows.iter().map(|r| r.id).collect(),
-                    Instant::now(),
-                )));
+                self.newest = Some(last_id);
+                self.recover(app, session, to_client, &user, inbox, last_id)
+                    .await?;
             }
             (Target::State, _) => {
                 let unread = inbox
@@ -142,6 +120,87 @@ impl Listening {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Sends the user's notifications with `id > last_id` (the newest `recovery_max`,
+    /// oldest first) and remembers them, so their live copies are not sent again.
+    async fn recover(
+        &mut self,
+        app: &AppState,
+        session: &mut Session,
+        to_client: &Outlet,
+        user: &str,
+        inbox: &Store,
+        last_id: i64,
+    ) -> Result<(), Failed> {
+        let hook = app.sync.recovery_hook.as_ref();
+        if let Some(hook) = hook {
+            hook.reached(Phase::BeforeQuery).await;
+        }
+        let found = inbox
+            .since(user, last_id, app.sync.recovery_max.saturating_add(1))
+            .await;
+        let rows = found.map_err(failed("recovery"))?;
+        if let Some(hook) = hook {
+            hook.reached(Phase::AfterQuery).await;
+        }
+        let truncated = rows.len() > app.sync.recovery_max as usize;
+        let rows = &rows[rows.len().saturating_sub(app.sync.recovery_max as usize)..];
+        app.metrics.recoveries.inc();
+        app.metrics.recovered.inc_by(rows.len() as u64);
+        if truncated {
+            app.metrics.recoveries_truncated.inc();
+        }
+        let now = Instant::now();
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if let Some(recent) = self.recent.take().filter(|r| !r.expired(now)) {
+            // A recovery after a gap: what an earlier one sent is still recognised.
+            ids.extend(recent.ids());
+        }
+        for (n, row) in rows.iter().enumerate() {
+            let json = row.to_json(&app.sync.zone);
+            let extra = (n == 0 && truncated).then_some(TRUNCATED_HEADER);
+            self.send_to(session, to_client, app, Target::Notifications, &json, extra)
+                .await
+                .map_err(Failed::End)?;
+            self.newest = self.newest.max(Some(row.id));
+        }
+        self.recent = Some(Box::new(Recent::new(ids, now)));
+        Ok(())
+    }
+
+    /// The user channel's Redis subscription had a gap: a session that subscribed with
+    /// `last-id` recovers what was published meanwhile; others go on live.
+    async fn recover_gap(
+        &mut self,
+        app: &AppState,
+        session: &mut Session,
+        to_client: &Outlet,
+    ) -> Result<(), End> {
+        let (Some(newest), Some(user), Some(inbox)) = (
+            self.newest,
+            session.user().map(str::to_owned),
+            app.sync.inbox.clone(),
+        ) else {
+            return Ok(());
+        };
+        if !session
+            .subscriptions()
+            .iter()
+            .any(|s| s.target == Target::Notifications)
+        {
+            return Ok(());
+        }
+        match self
+            .recover(app, session, to_client, &user, &inbox, newest)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(Failed::End(end)) => Err(end),
+            // The store is away too: live delivery goes on; the client's next reconnect
+            // with last-id recovers the rest.
+            Err(Failed::Error(_)) => Ok(()),
+        }
     }
 
     /// A subscription ended: leave the channels no remaining subscription needs.
@@ -185,6 +244,7 @@ impl Listening {
         delivery: &Delivery,
     ) -> Result<(), End> {
         let target = match delivery.source {
+            Source::Gap => return self.recover_gap(app, session, to_client).await,
             Source::Broadcast => Target::TimeDeals,
             Source::User if is_state_event(&delivery.json) => Target::State,
             Source::User => Target::Notifications,
@@ -196,6 +256,9 @@ impl Listening {
                 } else if recent.sent(&delivery.json) {
                     return Ok(());
                 }
+            }
+            if self.newest.is_some() {
+                self.newest = self.newest.max(leading_id(&delivery.json));
             }
         }
         self.send_to(session, to_client, app, target, &delivery.json, None)

@@ -245,17 +245,13 @@ mod tests {
 
     fn state_with(close_on_token_expiry: bool) -> AppState {
         let metrics = GatewayMetrics::new();
-        let unreachable = "redis://127.0.0.1:1/";
+        let unreachable = shared::redis_link::RedisTarget::Node("redis://127.0.0.1:1/".into());
         let shutdown = CancellationToken::new();
-        let redis = redis::aio::ConnectionManager::new_lazy_with_config(
-            redis::Client::open(unreachable).unwrap(),
-            redis::aio::ConnectionManagerConfig::new(),
-        )
-        .unwrap();
+        let redis = unreachable.connect_lazy().unwrap();
         let channels = shared::channel::Channels::new("notification:");
         AppState {
             hub: Hub::start(
-                unreachable,
+                &unreachable,
                 &channels,
                 SubscribeMode::PerUser,
                 16,

@@ -19,6 +19,10 @@
 //!   when the channel is confirmed (or dropped when the channel is no longer wanted).
 //! - Pattern mode: channels under the pattern's prefix need no SUBSCRIBE of their own; they
 //!   are live once the one `PSUBSCRIBE` is confirmed.
+//! - Pub/Sub is at-most-once: a user channel whose subscription was lost (the connection
+//!   went, or a cluster shard dropped it) while sessions listened has a gap. When its
+//!   subscription is confirmed again, [`Book::change_done`] names it, so its sessions can
+//!   recover the gap from the store.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -61,6 +65,8 @@ pub struct Book {
     pattern_confirmed: bool,
     /// Pattern mode: sessions waiting for the `PSUBSCRIBE`.
     pattern_waiters: Vec<oneshot::Sender<()>>,
+    /// User channels whose subscription was lost while wanted: messages may be missing.
+    gapped: HashSet<String>,
     /// Channels whose wanted and confirmed states may differ, oldest first, each once.
     dirty: VecDeque<String>,
     queued: HashSet<String>,
@@ -78,6 +84,7 @@ impl Book {
             confirmed: HashSet::new(),
             pattern_confirmed: false,
             pattern_waiters: Vec::new(),
+            gapped: HashSet::new(),
             dirty: VecDeque::new(),
             queued: HashSet::new(),
             link_up: false,
@@ -169,6 +176,7 @@ impl Book {
         }
         // The channel's last session: its waiters (none can be left) go with it.
         self.channels.remove(channel);
+        self.gapped.remove(channel);
         if self.is_covered(channel) {
             return false;
         }
@@ -236,12 +244,40 @@ impl Book {
         }
     }
 
-    /// The connection is gone: whatever it had confirmed is gone with it.
+    /// The connection is gone: whatever it had confirmed is gone with it, and the user
+    /// channels it carried have a gap.
     pub fn link_down(&mut self) {
         self.link_up = false;
         self.in_flight = None;
+        let gapped: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(name, channel)| {
+                channel.source == Source::User
+                    && (self.confirmed.contains(*name)
+                        || (self.pattern_confirmed && self.is_covered(name)))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.gapped.extend(gapped);
         self.confirmed.clear();
         self.pattern_confirmed = false;
+    }
+
+    /// Redis dropped `channel`'s subscription on its own (a cluster slot moved to another
+    /// shard): it is due again, with a gap. Returns whether the relay has work to do.
+    pub fn lost(&mut self, channel: &str) -> bool {
+        let Some(entry) = self.channels.get(channel) else {
+            return false;
+        };
+        if !self.confirmed.remove(channel) {
+            return false;
+        }
+        if entry.source == Source::User {
+            self.gapped.insert(channel.to_owned());
+        }
+        self.mark(channel);
+        true
     }
 
     #[cfg(test)]
@@ -278,13 +314,13 @@ impl Book {
     }
 
     /// Redis answered the change in flight: `ok`, or the connection failed (then call
-    /// [`Book::link_down`]).
-    pub fn change_done(&mut self, ok: bool) {
+    /// [`Book::link_down`]). Returns the channels that are live again after a gap.
+    pub fn change_done(&mut self, ok: bool) -> Vec<String> {
         let Some(change) = self.in_flight.take() else {
-            return;
+            return Vec::new();
         };
         if !ok {
-            return;
+            return Vec::new();
         }
         match change {
             Change::SubscribePattern => {
@@ -292,6 +328,16 @@ impl Book {
                 for waiter in self.pattern_waiters.drain(..) {
                     let _ = waiter.send(());
                 }
+                let covered: Vec<String> = self
+                    .gapped
+                    .iter()
+                    .filter(|c| self.is_covered(c))
+                    .cloned()
+                    .collect();
+                for channel in &covered {
+                    self.gapped.remove(channel);
+                }
+                covered
             }
             Change::Subscribe(channel) => {
                 self.confirmed.insert(channel.clone());
@@ -304,9 +350,14 @@ impl Book {
                     // Released while the SUBSCRIBE was on its way: unsubscribe it again.
                     None => self.mark(&channel),
                 }
+                if self.gapped.remove(&channel) {
+                    vec![channel]
+                } else {
+                    Vec::new()
+                }
             }
             // Joined again while the UNSUBSCRIBE was on its way: that join marked it.
-            Change::Unsubscribe(_) => {}
+            Change::Unsubscribe(_) => Vec::new(),
         }
     }
 
@@ -356,6 +407,9 @@ mod tests {
         next_id: u64,
         /// A change sent to Redis whose answer has not been processed.
         sent: Option<Change>,
+        /// User channels that were live when their subscription was lost, still wanted:
+        /// their sessions are owed a recovery once the channel is live again.
+        owed: BTreeSet<String>,
     }
 
     impl World {
@@ -368,6 +422,7 @@ mod tests {
                 waiters: Vec::new(),
                 next_id: 1,
                 sent: None,
+                owed: BTreeSet::new(),
             }
         }
 
@@ -386,9 +441,12 @@ mod tests {
         fn join(&mut self, index: usize, channel: &str) {
             let session = &mut self.sessions[index];
             let sender = session.sender.clone();
-            let waiter = self
-                .book
-                .join(channel, Source::User, session.id, move || sender);
+            let source = if channel == BROADCAST {
+                Source::Broadcast
+            } else {
+                Source::User
+            };
+            let waiter = self.book.join(channel, source, session.id, move || sender);
             if !session.channels.iter().any(|c| c == channel) {
                 session.channels.push(channel.to_owned());
             }
@@ -402,12 +460,62 @@ mod tests {
             }
             let channel = session.channels.remove(channel % session.channels.len());
             self.book.leave(&channel, session.id);
+            self.forget_unwanted();
         }
 
         /// A slow consumer: the hub drops the session from every channel.
         fn drop_session(&mut self, index: usize) {
             let session = self.sessions.swap_remove(index);
             self.book.drop_session(session.id);
+            self.forget_unwanted();
+        }
+
+        /// A channel nobody listens to any more is owed nothing.
+        fn forget_unwanted(&mut self) {
+            let listened: BTreeSet<&String> =
+                self.sessions.iter().flat_map(|s| &s.channels).collect();
+            self.owed.retain(|c| listened.contains(c));
+        }
+
+        /// The channels this connection has live (sent and answered) for sessions.
+        fn live_user_channels(&self) -> BTreeSet<String> {
+            let pattern_live = self.redis.contains(&format!("{USERS}*"))
+                && self.sent != Some(Change::SubscribePattern);
+            self.sessions
+                .iter()
+                .flat_map(|s| s.channels.iter())
+                .filter(|c| c.starts_with(USERS))
+                .filter(|c| {
+                    let answered = self.sent != Some(Change::Subscribe((*c).clone()));
+                    (self.redis.contains(*c) && answered) || pattern_live
+                })
+                .cloned()
+                .collect()
+        }
+
+        fn recovered(&mut self, channels: Vec<String>) {
+            for channel in channels {
+                assert!(
+                    self.owed.remove(&channel),
+                    "{channel} recovered but owed nothing"
+                );
+            }
+        }
+
+        /// Redis drops one live channel on its own (a cluster slot moved).
+        fn lose_channel(&mut self, pick: usize) {
+            let live: Vec<String> = self
+                .live_user_channels()
+                .into_iter()
+                .filter(|c| self.redis.contains(c))
+                .collect();
+            if live.is_empty() {
+                return;
+            }
+            let channel = &live[pick % live.len()];
+            self.redis.remove(channel);
+            self.owed.insert(channel.clone());
+            self.book.lost(channel);
         }
 
         /// The relay sends the next change to Redis (Redis applies it at once).
@@ -434,13 +542,16 @@ mod tests {
         /// The relay reads Redis's answer.
         fn answer(&mut self) {
             if self.sent.take().is_some() {
-                self.book.change_done(true);
+                let recovered = self.book.change_done(true);
+                self.recovered(recovered);
             }
         }
 
         fn lose_link(&mut self) {
+            let live = self.live_user_channels();
+            self.owed.extend(live);
             if self.sent.take().is_some() {
-                self.book.change_done(false);
+                assert!(self.book.change_done(false).is_empty());
             }
             self.book.link_down();
             self.redis.clear(); // a closed connection's subscriptions are gone
@@ -491,7 +602,8 @@ mod tests {
                 50..60 if sessions > 0 => world.drop_session(rng.random_range(0..sessions)),
                 60..78 => world.send(),
                 78..95 => world.answer(),
-                95..98 => world.lose_link(),
+                95..97 => world.lose_link(),
+                97 if !pattern => world.lose_channel(rng.random_range(0..8)),
                 _ if !world.book.is_link_up() => world.book.link_up(),
                 _ => {}
             }
@@ -507,6 +619,11 @@ mod tests {
             "seed {seed}: Redis holds the wanted channels"
         );
         assert!(world.book.settled(), "seed {seed}: the book is settled");
+        assert!(
+            world.owed.is_empty(),
+            "seed {seed}: channels whose gap was never reported: {:?}",
+            world.owed
+        );
         assert_eq!(world.book.waiting(), 0, "seed {seed}: nobody waits");
         for mut waiter in world.waiters {
             // Answered (subscribed) or dropped (the channel was released): never pending.

@@ -24,6 +24,7 @@
 mod book;
 mod fanout;
 mod relay;
+mod sharded;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 use shared::channel::Channels;
+use shared::redis_link::RedisTarget;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,10 @@ pub enum Source {
     User,
     /// A broadcast channel (time deals).
     Broadcast,
+    /// No message: the user channel's Redis subscription was lost and is back, so
+    /// messages published meanwhile may be missing (Pub/Sub is at-most-once). The session
+    /// recovers them from the store.
+    Gap,
 }
 
 /// One message on its way to a session.
@@ -88,6 +94,8 @@ pub struct HubMetrics {
     pub fanout_seconds: Histogram,
     /// Broadcasts dropped because the fan-out queue was full.
     pub broadcasts_dropped: IntCounter,
+    /// Sessions told to recover a gap in their channel's subscription.
+    pub gaps: IntCounter,
 }
 
 /// Sessions, the channels they listen to, and the Redis relay feeding them.
@@ -107,14 +115,13 @@ pub struct Hub {
 impl Hub {
     /// Starts the relay and fan-out tasks; they run until `shutdown`.
     pub fn start(
-        redis_url: &str,
+        redis: &RedisTarget,
         channels: &Channels,
         mode: SubscribeMode,
         session_queue: usize,
         metrics: HubMetrics,
         shutdown: CancellationToken,
     ) -> redis::RedisResult<Hub> {
-        let client = redis::Client::open(redis_url)?;
         let covered = (mode == SubscribeMode::Pattern).then(|| channels.user_prefix().to_owned());
         let (fanout, jobs) = tokio::sync::mpsc::channel(fanout::FANOUT_QUEUE);
         let hub = Hub {
@@ -126,15 +133,28 @@ impl Hub {
             metrics,
             ready: Arc::default(),
         };
-        let pattern = (mode == SubscribeMode::Pattern).then(|| channels.pattern());
-        let address = shared::config::redact_url(redis_url);
-        tokio::spawn(relay::run(
-            hub.clone(),
-            client,
-            address,
-            pattern,
-            shutdown.clone(),
-        ));
+        match redis {
+            RedisTarget::Node(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let pattern = (mode == SubscribeMode::Pattern).then(|| channels.pattern());
+                tokio::spawn(relay::run(
+                    hub.clone(),
+                    client,
+                    redis.to_string(),
+                    pattern,
+                    shutdown.clone(),
+                ));
+            }
+            RedisTarget::Cluster(_) => {
+                if mode == SubscribeMode::Pattern {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "--redis-subscribe pattern has no sharded form on Redis Cluster",
+                    )));
+                }
+                tokio::spawn(sharded::run(hub.clone(), redis.clone(), shutdown.clone()));
+            }
+        }
         tokio::spawn(fanout::run(hub.clone(), jobs, shutdown));
         Ok(hub)
     }
@@ -185,6 +205,37 @@ impl Hub {
         self.metrics.slow_consumers.inc();
         if self.book().drop_session(id) {
             self.wake.notify_one();
+        }
+    }
+
+    /// Tells the sessions of `channels`, live again after a gap, to recover it.
+    fn resync(&self, channels: Vec<String>) {
+        if channels.is_empty() {
+            return;
+        }
+        let received = Instant::now();
+        let gap = Delivery {
+            json: Arc::from(""),
+            received,
+            source: Source::Gap,
+            place: None,
+        };
+        let mut slow = Vec::new();
+        let book = self.book();
+        for channel in &channels {
+            let Some((_, listeners)) = book.listeners(channel) else {
+                continue;
+            };
+            for (id, sender) in listeners {
+                self.metrics.gaps.inc();
+                if let Err(queue::SendError::Full(_)) = sender.try_send(gap.clone()) {
+                    slow.push(id);
+                }
+            }
+        }
+        drop(book);
+        for id in slow {
+            self.drop_slow(id);
         }
     }
 

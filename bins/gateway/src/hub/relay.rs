@@ -130,19 +130,30 @@ async fn serve(
             _ = shutdown.cancelled() => return None,
             answer = tokio::time::timeout(COMMAND_TIMEOUT, request) => answer,
         };
-        let failure = match answer {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(format!("{change:?} failed: {err}")),
-            Err(_) => Some(format!("{change:?} timed out")),
-        };
-        let mut book = hub.book();
-        book.change_done(failure.is_none());
-        hub.metrics.subscriptions.set(book.confirmed() as i64);
-        drop(book);
-        if failure.is_some() {
-            return failure;
+        if let Some(failure) = settle(hub, &change, answer) {
+            return Some(failure);
         }
     }
+}
+
+/// Records Redis's answer to `change` (or its timeout) in the book, and tells the
+/// sessions of channels live again after a gap to recover; the failure, if any.
+pub(super) fn settle(
+    hub: &Hub,
+    change: &Change,
+    answer: Result<redis::RedisResult<()>, tokio::time::error::Elapsed>,
+) -> Option<String> {
+    let failure = match answer {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(format!("{change:?} failed: {err}")),
+        Err(_) => Some(format!("{change:?} timed out")),
+    };
+    let mut book = hub.book();
+    let live_again = book.change_done(failure.is_none());
+    hub.metrics.subscriptions.set(book.confirmed() as i64);
+    drop(book);
+    hub.resync(live_again);
+    failure
 }
 
 fn relay_message(hub: &Hub, message: &redis::Msg) {

@@ -5,9 +5,9 @@
 //! the gateway tells them from notifications by their first key (`{"event":`).
 
 use prometheus::IntCounter;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use shared::channel::Channels;
+use shared::redis_link::RedisConn;
 
 /// One state event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +47,13 @@ impl StateEvent {
 /// Publishes state events on users' channels.
 #[derive(Clone)]
 pub struct Publisher {
-    redis: ConnectionManager,
+    redis: RedisConn,
     channels: Channels,
     published: IntCounter,
 }
 
 impl Publisher {
-    pub fn new(redis: ConnectionManager, channels: Channels, published: IntCounter) -> Self {
+    pub fn new(redis: RedisConn, channels: Channels, published: IntCounter) -> Self {
         Publisher {
             redis,
             channels,
@@ -67,11 +67,9 @@ impl Publisher {
         if !Channels::is_user_id(user) {
             return; // a reserved id has no channel of its own
         }
-        let mut redis = self.redis.clone();
-        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(self.channels.for_user(user))
-            .arg(event.to_json())
-            .query_async(&mut redis)
+        let result = self
+            .redis
+            .publish(&self.channels.for_user(user), &event.to_json())
             .await;
         match result {
             Ok(_) => self.published.inc(),

@@ -75,6 +75,11 @@ impl Recent {
         }
     }
 
+    /// The ids it holds.
+    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.ids.iter().copied()
+    }
+
     /// Whether the window has closed.
     pub fn expired(&self, now: Instant) -> bool {
         now >= self.until
