@@ -60,6 +60,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "notification.secretName" . }}
       key: REDIS_URL
       optional: true
+{{- /* Set here only if the Secret has it; otherwise the ConfigMap's (redis.clusterNodes), if any. */}}
+- name: REDIS_CLUSTER_NODES
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "notification.secretName" . }}
+      key: REDIS_CLUSTER_NODES
+      optional: true
 {{- end }}
 
 {{/* An HTTP probe on the admin port: include with (dict "path" "/healthz" "probe" .Values.x.livenessProbe). */}}
@@ -74,6 +81,12 @@ httpGet:
 
 {{/* Refuses values that would deploy a broken release. */}}
 {{- define "notification.validate" -}}
+{{- if and .Values.redis.clusterNodes .Values.secret.redisClusterNodes (not .Values.secret.existingSecret) }}
+{{- fail "set either redis.clusterNodes or secret.redisClusterNodes, not both" }}
+{{- end }}
+{{- if and (or .Values.redis.clusterNodes .Values.secret.redisClusterNodes) (eq (index (default dict .Values.gateway.env) "REDIS_SUBSCRIBE" | default "") "pattern") }}
+{{- fail "REDIS_SUBSCRIBE=pattern has no sharded form: a Redis Cluster needs the default per-user subscriptions" }}
+{{- end }}
 {{- if gt (int .Values.ingest.replicas) (int .Values.kafka.partitions) }}
 {{- fail (printf "ingest.replicas (%d) exceeds kafka.partitions (%d): the instances beyond the partition count would idle" (int .Values.ingest.replicas) (int .Values.kafka.partitions)) }}
 {{- end }}
