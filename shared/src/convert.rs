@@ -24,6 +24,8 @@ pub enum InvalidEvent {
     Json(#[from] serde_json::Error),
     #[error("value is not a JSON object")]
     NotAnObject,
+    #[error("value is not UTF-8 text: {0}")]
+    NotUtf8(#[from] std::str::Utf8Error),
     #[error("required field `{0}` is missing or blank")]
     Missing(&'static str),
     #[error("field `{field}` is not a valid number: {source}")]
@@ -43,7 +45,9 @@ impl InvalidEvent {
     /// A stable name of the error kind (the DLT's `kafka_dlt-exception-fqcn` header).
     pub fn kind(&self) -> &'static str {
         match self {
-            InvalidEvent::Json(_) | InvalidEvent::NotAnObject => "InvalidEvent.MalformedJson",
+            InvalidEvent::Json(_) | InvalidEvent::NotAnObject | InvalidEvent::NotUtf8(_) => {
+                "InvalidEvent.MalformedJson"
+            }
             InvalidEvent::Missing(_) => "InvalidEvent.MissingField",
             InvalidEvent::Number { .. } => "InvalidEvent.InvalidNumber",
             InvalidEvent::TooLong { .. } => "InvalidEvent.FieldTooLong",
@@ -89,9 +93,13 @@ pub fn cut(text: &str, max_chars: usize) -> String {
 }
 
 fn decode<T: DeserializeOwned>(value: &[u8]) -> Result<T, InvalidEvent> {
+    // JSON is UTF-8 (RFC 8259). serde_json checks the strings it keeps, not those it skips
+    // (fields no converter reads), so the whole value is checked first: a record with bad
+    // bytes anywhere is refused, never half-read.
+    let text = std::str::from_utf8(value)?;
     // A struct would also accept a JSON array (positional fields); only objects are events.
-    match value.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(serde_json::from_slice(value)?),
+    match text.bytes().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(serde_json::from_str(text)?),
         _ => Err(InvalidEvent::NotAnObject),
     }
 }
@@ -392,6 +400,20 @@ fn check_lengths(n: &NewNotification) -> Result<(), InvalidEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz properties (`shared::properties`): bad bytes inside a field no
+    /// converter reads were skipped unchecked, and the event converted.
+    #[test]
+    fn a_value_that_is_not_utf8_anywhere_is_refused() {
+        let mut value = br#"{"userId":"u1","name":"n","extra":"x"}"#.to_vec();
+        let at = value.iter().position(|&b| b == b'x').unwrap();
+        value[at] = 0xff;
+        let error = convert(EventKind::UserSignedUp, &value).unwrap_err();
+        assert!(matches!(error, InvalidEvent::NotUtf8(_)), "{error}");
+        assert_eq!(error.kind(), "InvalidEvent.MalformedJson");
+        value[at] = b'x';
+        assert!(convert(EventKind::UserSignedUp, &value).unwrap().is_some());
+    }
 
     #[test]
     fn cut_counts_characters_not_bytes() {

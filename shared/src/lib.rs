@@ -28,6 +28,8 @@ pub mod event;
 pub mod inbox;
 pub mod notification;
 pub mod number;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod properties;
 pub mod redis_link;
 pub mod shutdown;
 pub mod telemetry;
