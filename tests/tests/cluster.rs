@@ -1,5 +1,5 @@
 //! Redis Cluster mode against a real cluster (three masters with a replica each, started
-//! from `redis-server` on loopback ports by the test support code): the real `ingest`
+//! from `redis-server` on loopback ports by `devstack::redis_cluster`): the real `ingest`
 //! SPUBLISHes, two gateways SSUBSCRIBE each user's channel on the shard that owns its slot;
 //! tickets and the time-deal broadcast work there too; and a master killed mid-stream loses
 //! no notification: the gateway resubscribes on the promoted replica and recovers the gap
@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use devstack::redis_cluster::RedisCluster;
 use gateway::auth::sign_hs256;
 use gateway::{Gateway, GatewayConfig};
 use serde_json::{Value, json};
 use shared::redis_link::RedisTarget;
 use support::TestDb;
-use support::redis_cluster::RedisCluster;
 use support::stomp::{Client, QUIET, ids, message_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,7 +43,9 @@ impl Env {
         Env {
             db: TestDb::new().await,
             prefix: format!("{}:notification:", support::unique_name("cluster")),
-            cluster: RedisCluster::start().await,
+            cluster: RedisCluster::start()
+                .await
+                .expect("a private Redis Cluster (redis-server and redis-cli installed)"),
         }
     }
 
@@ -69,6 +71,7 @@ impl Env {
             .cluster
             .masters()
             .await
+            .unwrap()
             .iter()
             .map(|m| m.port)
             .collect();
@@ -79,7 +82,8 @@ impl Env {
             let port = self
                 .cluster
                 .master_of(&format!("{}{user}", self.prefix))
-                .await;
+                .await
+                .unwrap();
             let on_it = picked.entry(port).or_default();
             if on_it.len() < per_master {
                 on_it.push(user);
@@ -126,7 +130,7 @@ async fn shard_subscribers(cluster: &RedisCluster, port: u16, channel: &str) -> 
     let answer: Vec<redis::Value> = redis::cmd("PUBSUB")
         .arg("SHARDNUMSUB")
         .arg(channel)
-        .query_async(&mut cluster.node(port).await)
+        .query_async(&mut cluster.node(port).await.unwrap())
         .await
         .unwrap();
     match &answer[..] {
@@ -166,7 +170,14 @@ async fn users_on_every_shard_get_each_notification_once_through_two_gateways_an
 
     // Each channel is subscribed on the master that owns its slot, once per gateway with
     // a session of that user, and nowhere else.
-    let masters: Vec<u16> = env.cluster.masters().await.iter().map(|m| m.port).collect();
+    let masters: Vec<u16> = env
+        .cluster
+        .masters()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.port)
+        .collect();
     for (n, (user, owner)) in users.iter().enumerate() {
         let channel = format!("{}{user}", env.prefix);
         for &port in &masters {
@@ -183,7 +194,7 @@ async fn users_on_every_shard_get_each_notification_once_through_two_gateways_an
         }
     }
     let unconnected = format!("{}nobody", env.prefix);
-    let owner = env.cluster.master_of(&unconnected).await;
+    let owner = env.cluster.master_of(&unconnected).await.unwrap();
     assert_eq!(
         shard_subscribers(&env.cluster, owner, &unconnected).await,
         0
@@ -312,7 +323,7 @@ async fn a_master_killed_mid_stream_loses_nothing_and_the_session_stays_open() {
     let gw = env.gateway().await;
     let user = "survivor";
     let channel = format!("{}{user}", env.prefix);
-    let owner = env.cluster.master_of(&channel).await;
+    let owner = env.cluster.master_of(&channel).await.unwrap();
     let mut client = client(&gw, user).await;
     client
         .subscribe("n", "/user/queue/notifications", "last-id:0\n")
@@ -339,7 +350,7 @@ async fn a_master_killed_mid_stream_loses_nothing_and_the_session_stays_open() {
             for _ in 0..SWALLOWED {
                 stored.push(support::notify::store(&env.db.pool, user).await);
             }
-            env.cluster.kill(owner);
+            env.cluster.kill(owner).unwrap();
             killed_at = Some(Instant::now());
         }
         let (id, json) = store(&env, user).await;
@@ -367,8 +378,11 @@ async fn a_master_killed_mid_stream_loses_nothing_and_the_session_stays_open() {
         stored.push(id);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    env.cluster.wait_healthy(Duration::from_secs(30)).await;
-    let new_owner = env.cluster.master_of(&channel).await;
+    env.cluster
+        .wait_healthy(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let new_owner = env.cluster.master_of(&channel).await.unwrap();
     assert_ne!(new_owner, owner, "the replica took over the slot");
 
     let mut got = Vec::new();

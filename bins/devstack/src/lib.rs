@@ -9,13 +9,15 @@
 //! embedded cluster, its fixed bootstrap port, topics and the producer; [`web`] — the page
 //! and the dev endpoints; [`produce`] — checked requests to send events (the page's buttons
 //! and `devstack produce`); [`samples`] — a sample event per topic; [`npm`] — the page's
-//! client packages.
+//! client packages; [`redis_cluster`] — a private 3-master, 3-replica Redis Cluster for
+//! tests and benchmarks.
 
 pub mod cli;
 pub mod kafka;
 pub mod launch;
 pub mod npm;
 pub mod produce;
+pub mod redis_cluster;
 pub mod samples;
 pub mod services;
 pub mod stack;

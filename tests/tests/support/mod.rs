@@ -6,7 +6,6 @@ pub mod ingest_process;
 pub mod kafka;
 pub mod notify;
 pub mod proxy;
-pub mod redis_cluster;
 pub mod redis_sub;
 pub mod stomp;
 
