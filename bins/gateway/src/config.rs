@@ -2,9 +2,11 @@
 //! except the JWT secrets, which come from the environment only.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 
 use clap::Args;
+use ipnet::IpNet;
 use shared::config::{DisplayArgs, RedisArgs, redact_url};
 
 use crate::api::auth::RestAuth;
@@ -140,6 +142,13 @@ pub struct GatewayConfig {
     )]
     pub first_frame_timeout_ms: u64,
 
+    /// Proxies (CIDRs or addresses, comma separated) trusted to name the client in
+    /// `X-Forwarded-For`: from them, the client is the rightmost address there that is not
+    /// itself a trusted proxy. From any other peer the header is ignored. Client addresses
+    /// bind SockJS sessions. Empty: the TCP peer is the client.
+    #[arg(long = "trusted-proxies", env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
     /// Browser origins allowed to connect, comma separated (`*`: any). Requests without an
     /// Origin header (non-browser clients) are not restricted.
     #[arg(
@@ -231,6 +240,7 @@ impl GatewayConfig {
             send_buffer_bytes: 512 * 1024,
             send_timeout_ms: 10_000,
             first_frame_timeout_ms: 60_000,
+            trusted_proxies: TrustedProxies::default(),
             allowed_origins: vec!["*".into()],
             sockjs_cookie_needed: true,
             sockjs_client_url: "/sockjs-client.min.js".into(),
@@ -250,6 +260,29 @@ impl GatewayConfig {
             audience: self.jwt_audience.clone(),
         };
         JwtVerifier::new(keys, &rules)
+    }
+}
+
+/// Proxies trusted to name the client in `X-Forwarded-For`: CIDRs or single addresses,
+/// comma separated (empty entries, and an empty list, allowed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TrustedProxies, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("{entry:?} is neither a CIDR (10.0.0.0/8) nor an address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
     }
 }
 
@@ -285,6 +318,7 @@ impl fmt::Debug for GatewayConfig {
             send_buffer_bytes,
             send_timeout_ms,
             first_frame_timeout_ms,
+            trusted_proxies,
             allowed_origins,
             sockjs_cookie_needed,
             sockjs_client_url,
@@ -317,6 +351,7 @@ impl fmt::Debug for GatewayConfig {
             .field("send_buffer_bytes", send_buffer_bytes)
             .field("send_timeout_ms", send_timeout_ms)
             .field("first_frame_timeout_ms", first_frame_timeout_ms)
+            .field("trusted_proxies", trusted_proxies)
             .field("allowed_origins", allowed_origins)
             .field("sockjs_cookie_needed", sockjs_cookie_needed)
             .field("sockjs_client_url", sockjs_client_url)
@@ -371,6 +406,29 @@ mod tests {
         assert_eq!(config.jwt_leeway_secs, auth::jwt::DEFAULT_LEEWAY_SECS);
         config.jwt_keys = "k=short".into();
         assert!(config.jwt_verifier().unwrap_err().contains(JWT_KEYS_ENV));
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let cli = Cli::try_parse_from([
+            "gateway",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.0.2.7,fd00::/8",
+        ])
+        .unwrap();
+        let nets: Vec<String> = cli
+            .gateway
+            .trusted_proxies
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]);
+        let err = Cli::try_parse_from(["gateway", "--trusted-proxies", "proxy.local"]).unwrap_err();
+        assert!(err.to_string().contains("neither a CIDR"), "{err}");
+        // An empty setting (as a chart may render it) is no proxy.
+        assert_eq!("".parse(), Ok(TrustedProxies::default()));
+        assert_eq!(" , ".parse(), Ok(TrustedProxies::default()));
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Gateway {
             max_message_bytes: config.max_frame_bytes,
             raw_protocols: &STOMP_PROTOCOLS,
             cookie_needed: config.sockjs_cookie_needed,
+            trusted_proxies: config.trusted_proxies.0.clone(),
             client_url: config.sockjs_client_url.clone(),
             ..sockjs::Options::default()
         };
@@ -226,6 +227,8 @@ impl Gateway {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // The peer's address reaches the handlers: SockJS sessions are bound to it.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await });
         match shared::shutdown::drain(&shutdown, SHUTDOWN_DEADLINE, serve.into_future()).await {

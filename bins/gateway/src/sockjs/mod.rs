@@ -11,7 +11,11 @@
 //! delay after the last one left; one receiver at a time (`c[2010,"Another connection still
 //! open"]`); a receiver the client aborts ends the session (`c[1002,"Connection
 //! interrupted"]`); a closed session answers `c[3000,"Go away!"]` until it is forgotten.
+//! Each is bound to the client that created it ([`client`]): to anyone else it does not
+//! exist. With [`Options::cookie_needed`], `/info` and the transports set a random
+//! `JSESSIONID` on clients that have none, so browsers' sessions are bound to a secret.
 
+pub mod client;
 pub mod framing;
 mod polling;
 mod send;
@@ -21,6 +25,7 @@ mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +36,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use client::Client;
+use ipnet::IpNet;
 
 /// One session as the application sees it.
 pub struct Connection {
@@ -75,6 +82,17 @@ pub trait Application: Send + Sync + 'static {
     /// Decides whether a new session may open.
     fn admit(&self, headers: &HeaderMap) -> Result<Self::Admission, Refusal>;
 
+    /// Decides whether a new session from `address` (the client's, when the server knows
+    /// it: see [`client`]) may open; by default as [`admit`](Self::admit) does.
+    fn admit_from(
+        &self,
+        address: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Self::Admission, Refusal> {
+        let _ = address;
+        self.admit(headers)
+    }
+
     /// Runs one session to its end.
     fn run(
         &self,
@@ -88,8 +106,11 @@ pub trait Application: Send + Sync + 'static {
 pub struct Options {
     /// Whether the `websocket` transports are offered.
     pub websocket: bool,
-    /// Whether a `JSESSIONID` cookie is set (for load balancers with sticky sessions).
+    /// Whether a `JSESSIONID` cookie is set (for load balancers with sticky sessions, and
+    /// to bind browsers' sessions to a secret rather than to their address).
     pub cookie_needed: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (see [`client`]).
+    pub trusted_proxies: Vec<IpNet>,
     /// Interval of `h` frames on an idle receiver.
     pub heartbeat: Duration,
     /// How long a session outlives its last receiver.
@@ -112,6 +133,7 @@ impl Default for Options {
         Options {
             websocket: true,
             cookie_needed: false,
+            trusted_proxies: Vec::new(),
             heartbeat: Duration::from_secs(25),
             disconnect_delay: Duration::from_secs(5),
             stream_limit: 128 * 1024,
@@ -178,18 +200,20 @@ async fn transport<A: Application>(
         return StatusCode::NOT_FOUND.into_response();
     }
     let (parts, body) = request.into_parts();
+    let client = Client::of(&parts, &service.options.trusted_proxies);
     let post_only = |name: &str| matches!(name, "xhr" | "xhr_send" | "xhr_streaming");
+    let (id, c) = (session.as_str(), &client);
     match (transport.as_str(), &parts.method) {
         // The upgrade answers 404 when WebSocket is off and 405 to other methods.
         ("websocket", _) => websocket::sockjs(service, Request::from_parts(parts, body)).await,
         (name, &Method::OPTIONS) if post_only(name) => preflight(&parts.headers, "OPTIONS, POST"),
-        ("xhr", &Method::POST) => polling::xhr_poll(service, &session, &parts.headers).await,
-        ("xhr_send", &Method::POST) => send::xhr_send(service, &session, &parts, body).await,
-        ("xhr_streaming", &Method::POST) => streaming::xhr_streaming(service, &session, &parts),
-        ("eventsource", &Method::GET) => streaming::eventsource(service, &session, &parts),
-        ("htmlfile", &Method::GET) => streaming::htmlfile(service, &session, &parts),
-        ("jsonp", &Method::GET) => polling::jsonp_poll(service, &session, &parts).await,
-        ("jsonp_send", &Method::POST) => send::jsonp_send(service, &session, &parts, body).await,
+        ("xhr", &Method::POST) => polling::xhr_poll(service, id, c, &parts.headers).await,
+        ("xhr_send", &Method::POST) => send::xhr_send(service, id, c, &parts, body).await,
+        ("xhr_streaming", &Method::POST) => streaming::xhr_streaming(service, id, c, &parts),
+        ("eventsource", &Method::GET) => streaming::eventsource(service, id, c, &parts),
+        ("htmlfile", &Method::GET) => streaming::htmlfile(service, id, c, &parts),
+        ("jsonp", &Method::GET) => polling::jsonp_poll(service, id, c, &parts).await,
+        ("jsonp_send", &Method::POST) => send::jsonp_send(service, id, c, &parts, body).await,
         (name, _) if post_only(name) => method_not_allowed("OPTIONS, POST"),
         ("eventsource" | "htmlfile" | "jsonp", _) => method_not_allowed("GET"),
         ("jsonp_send", _) => method_not_allowed("POST"),
@@ -292,6 +316,9 @@ async fn info<A: Application>(
         .into_response();
     cors(&headers, &mut response);
     no_cache(&mut response);
+    // Before the session: a browser's creating request then carries the cookie, and its
+    // session is bound to it from the start.
+    session::set_jsessionid(&service.options, &headers, &mut response);
     response
 }
 

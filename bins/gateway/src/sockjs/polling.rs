@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::client::Client;
 use super::session::{Receiver, body_response, finish, open};
 use super::{Application, Refusal, Service, framing};
 
@@ -17,9 +18,10 @@ use super::{Application, Refusal, Service, framing};
 async fn poll_frame<A: Application>(
     service: &Arc<Service<A>>,
     id: &str,
+    client: &Client,
     headers: &HeaderMap,
 ) -> Result<String, Refusal> {
-    let (session, created) = open(service, id, headers)?;
+    let (session, created) = open(service, id, client, headers)?;
     if created {
         return Ok(framing::OPEN.to_owned());
     }
@@ -36,9 +38,10 @@ async fn poll_frame<A: Application>(
 pub(super) async fn xhr_poll<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     headers: &HeaderMap,
 ) -> Response {
-    match poll_frame(&service, id, headers).await {
+    match poll_frame(&service, id, client, headers).await {
         Ok(frame) => finish(
             &service,
             headers,
@@ -79,13 +82,14 @@ pub(super) fn callback(request: &Parts) -> Result<String, Refusal> {
 pub(super) async fn jsonp_poll<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
 ) -> Response {
     let callback = match callback(request) {
         Ok(c) => c,
         Err(refused) => return refused.into_response(),
     };
-    match poll_frame(&service, id, &request.headers).await {
+    match poll_frame(&service, id, client, &request.headers).await {
         Ok(frame) => {
             let literal = serde_json::to_string(&frame).unwrap_or_default();
             let body = Body::from(format!("/**/{callback}({literal});\r\n"));

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::client::Client;
 use super::session::{HttpSession, body_response, existing, finish};
 use super::{Application, Refusal, Service, framing};
 
@@ -51,13 +52,15 @@ async fn forward(session: &HttpSession, payload: &[u8]) -> Result<(), Refusal> {
 async fn receive<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
     body: Body,
     payload: fn(&HeaderMap, Bytes) -> Vec<u8>,
     ok: fn() -> Response,
 ) -> Response {
     let result = async {
-        let session = existing(&service, id)?;
+        // Another client's session is not found, and its body not read.
+        let session = existing(&service, id, client)?;
         let body = read_payload(&service, body).await?;
         forward(&session, &payload(&request.headers, body)).await
     }
@@ -73,12 +76,14 @@ async fn receive<A: Application>(
 pub(super) async fn xhr_send<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
     body: Body,
 ) -> Response {
     receive(
         service,
         id,
+        client,
         request,
         body,
         |_, body| body.to_vec(),
@@ -97,12 +102,14 @@ pub(super) async fn xhr_send<A: Application>(
 pub(super) async fn jsonp_send<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
     body: Body,
 ) -> Response {
     receive(
         service,
         id,
+        client,
         request,
         body,
         |headers, body| {

@@ -5,6 +5,11 @@
 //! until a receiver takes it; the budget comes back when a receiver takes the text. A
 //! watcher forgets the session once it has had no receiver, or has been closed, for the
 //! disconnect delay. The polling, streaming and sending transports are built on it.
+//!
+//! A session belongs to the client that created it ([`Owner`]): a request for it from any
+//! other client is answered 404, as if it did not exist, before it attaches, reads or
+//! sends anything, so whoever learns a session's URL can neither read nor write it nor
+//! end it.
 
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
@@ -16,8 +21,9 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::client::{Client, Owner, jsessionid, new_jsessionid};
 use super::framing::sockjs_close;
-use super::{Application, Connection, Refusal, Service, cors, framing, no_cache};
+use super::{Application, Connection, Options, Refusal, Service, cors, framing, no_cache};
 use crate::outlet::{self, Inlet, ToClient};
 use crate::queue;
 
@@ -28,6 +34,8 @@ const INTERRUPTED: (u16, &str) = (1002, "Connection interrupted");
 const ANOTHER_CONNECTION: (u16, &str) = (2010, "Another connection still open");
 
 pub(super) struct HttpSession {
+    /// Who may use the session.
+    owner: Owner,
     /// The application's input; taken (closing it) when the session ends.
     to_app: Mutex<Option<queue::Sender<Vec<u8>>>>,
     /// The application's output; locked by the one attached receiver.
@@ -165,20 +173,26 @@ impl Drop for Receiver<'_> {
     }
 }
 
-/// The session `id`, created (and its application started) when new: `(session, created)`.
+/// The session `id`, created for `client` (and its application started) when new:
+/// `(session, created)`. Another client's session is not found.
 pub(super) fn open<A: Application>(
     service: &Arc<Service<A>>,
     id: &str,
+    client: &Client,
     headers: &HeaderMap,
 ) -> Result<(Arc<HttpSession>, bool), Refusal> {
     let mut sessions = service.sessions.lock().expect("sessions");
     if let Some(existing) = sessions.get(id) {
-        return Ok((existing.clone(), false));
+        return match existing.owner.admits(client) {
+            true => Ok((existing.clone(), false)),
+            false => Err(Refusal::NOT_FOUND),
+        };
     }
-    let admission = service.app.admit(headers)?;
+    let admission = service.app.admit_from(client.address, headers)?;
     let (client_tx, from_client) = queue::bounded(FROM_CLIENT_QUEUE, queue::one);
     let (to_client, inlet) = outlet::channel(service.options.send_buffer_bytes);
     let session = Arc::new(HttpSession {
+        owner: Owner::of(client),
         to_app: Mutex::new(Some(client_tx)),
         inlet: tokio::sync::Mutex::new(inlet),
         state: Mutex::new(SessionState {
@@ -239,56 +253,40 @@ pub(super) fn finish<A>(
 ) -> Response {
     cors(request, &mut response);
     no_cache(&mut response);
-    if service.options.cookie_needed {
-        let value = jsessionid(request).unwrap_or("dummy");
-        if let Ok(cookie) = HeaderValue::from_str(&format!("JSESSIONID={value}; path=/")) {
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
-        }
-    }
+    set_jsessionid(&service.options, request, &mut response);
     response
 }
 
-/// The request's `JSESSIONID` cookie, when it is a plain token.
-fn jsessionid(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix("JSESSIONID="))
-        .find(|value| {
-            !value.is_empty()
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
-        })
+/// When cookies are needed: `Set-Cookie` with the request's `JSESSIONID`, or a new random
+/// one. (Not SockJS 0.3.3's fixed `dummy`: a value shared by every client could not tell
+/// them apart, and behind a load balancer sticky on it, it pinned every client to one
+/// instance.)
+pub(super) fn set_jsessionid(options: &Options, request: &HeaderMap, response: &mut Response) {
+    if !options.cookie_needed {
+        return;
+    }
+    let value = jsessionid(request).map_or_else(new_jsessionid, str::to_owned);
+    if let Ok(cookie) = HeaderValue::from_str(&format!("JSESSIONID={value}; Path=/; HttpOnly")) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
 }
 
 pub(super) fn body_response(content_type: &'static str, body: Body) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// The session `id` when it exists.
-pub(super) fn existing<A>(service: &Service<A>, id: &str) -> Result<Arc<HttpSession>, Refusal> {
+/// The session `id` when it exists and is `client`'s.
+pub(super) fn existing<A>(
+    service: &Service<A>,
+    id: &str,
+    client: &Client,
+) -> Result<Arc<HttpSession>, Refusal> {
     service
         .sessions
         .lock()
         .expect("sessions")
         .get(id)
+        .filter(|session| session.owner.admits(client))
         .cloned()
         .ok_or(Refusal::NOT_FOUND)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jsessionid_is_echoed_only_when_plain() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=b; JSESSIONID=abcdef".parse().unwrap());
-        assert_eq!(jsessionid(&headers), Some("abcdef"));
-        headers.insert(header::COOKIE, "JSESSIONID=a,b".parse().unwrap());
-        assert_eq!(jsessionid(&headers), None);
-    }
 }

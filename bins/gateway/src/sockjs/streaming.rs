@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
+use super::client::Client;
 use super::polling::callback;
 use super::session::{Receiver, body_response, finish, open};
 use super::{Application, Refusal, Service, framing};
@@ -20,11 +21,12 @@ use super::{Application, Refusal, Service, framing};
 fn stream<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     headers: &HeaderMap,
     prelude: Vec<u8>,
     wrap: impl Fn(&str) -> String + Send + 'static,
 ) -> Result<Body, Refusal> {
-    let (session, created) = open(&service, id, headers)?;
+    let (session, created) = open(&service, id, client, headers)?;
     let heartbeat = service.options.heartbeat;
     let limit = service.options.stream_limit;
     drop(service);
@@ -77,13 +79,14 @@ fn stream<A: Application>(
 fn streaming_response<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
     content_type: &'static str,
     prelude: Vec<u8>,
     wrap: impl Fn(&str) -> String + Send + 'static,
 ) -> Response {
     let keep = service.clone();
-    match stream(service, id, &request.headers, prelude, wrap) {
+    match stream(service, id, client, &request.headers, prelude, wrap) {
         Ok(body) => finish(&keep, &request.headers, body_response(content_type, body)),
         Err(refused) => refused.into_response(),
     }
@@ -93,6 +96,7 @@ fn streaming_response<A: Application>(
 pub(super) fn xhr_streaming<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
 ) -> Response {
     let mut prelude = vec![b'h'; 2048];
@@ -100,6 +104,7 @@ pub(super) fn xhr_streaming<A: Application>(
     streaming_response(
         service,
         id,
+        client,
         request,
         "application/javascript; charset=UTF-8",
         prelude,
@@ -112,11 +117,13 @@ pub(super) fn xhr_streaming<A: Application>(
 pub(super) fn eventsource<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
 ) -> Response {
     streaming_response(
         service,
         id,
+        client,
         request,
         "text/event-stream",
         b"\r\n".to_vec(),
@@ -135,6 +142,7 @@ pub(super) fn eventsource<A: Application>(
 pub(super) fn htmlfile<A: Application>(
     service: Arc<Service<A>>,
     id: &str,
+    client: &Client,
     request: &Parts,
 ) -> Response {
     let callback = match callback(request) {
@@ -152,6 +160,7 @@ pub(super) fn htmlfile<A: Application>(
     streaming_response(
         service,
         id,
+        client,
         request,
         "text/html; charset=UTF-8",
         prelude.into_bytes(),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::client::Client;
 use super::framing::sockjs_close;
 use super::{Application, Connection, Service, framing, method_not_allowed};
 use crate::outlet::{self, End, Inlet, ToClient};
@@ -48,9 +49,10 @@ async fn upgrade<A: Application>(
             )
                 .into_response()
         })?;
+    let client = Client::of(&parts, &service.options.trusted_proxies);
     let admission = service
         .app
-        .admit(&parts.headers)
+        .admit_from(client.address, &parts.headers)
         .map_err(IntoResponse::into_response)?;
     let upgrade = upgrade
         .protocols(protocols.iter().copied())
