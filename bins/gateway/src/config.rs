@@ -16,6 +16,10 @@ use crate::hub::SubscribeMode;
 /// The environment variable that holds the JWT keys. Never a flag: `ps` shows flags.
 pub const JWT_KEYS_ENV: &str = "JWT_KEYS";
 
+/// The default pending limit is never below this (nor above WS_MAX_CONNECTIONS): a tenth of
+/// a small instance's connections would refuse a few users reconnecting at once.
+const DEFAULT_MIN_PENDING: usize = 64;
+
 /// Gateway configuration. `Debug` redacts the JWT secrets and the Redis password.
 #[derive(Clone, Args)]
 #[command(
@@ -134,18 +138,36 @@ pub struct GatewayConfig {
     )]
     pub send_timeout_ms: u64,
 
-    /// Time a new connection has to complete CONNECT, in milliseconds.
+    /// Time a new connection has to complete CONNECT, in milliseconds. Until then it holds
+    /// a connection permit and counts toward the pending limits below.
     #[arg(
         long = "first-frame-timeout-ms",
         env = "WS_FIRST_FRAME_TIMEOUT_MS",
-        default_value_t = 60_000
+        default_value_t = 10_000
     )]
     pub first_frame_timeout_ms: u64,
+
+    /// Connections one client address may have open before their CONNECT completes (IPv6:
+    /// per /64); past it a new one is refused with 429. Authenticated connections do not
+    /// count, so users behind one NAT are limited only while their handshakes overlap.
+    /// 0: no per-address limit.
+    #[arg(
+        long = "max-pending-per-ip",
+        env = "WS_MAX_PENDING_PER_IP",
+        default_value_t = 32
+    )]
+    pub max_pending_per_ip: usize,
+
+    /// Connections that may be open before their CONNECT completes, from all clients;
+    /// past it a new one is refused with 503. Unset: a tenth of WS_MAX_CONNECTIONS, at
+    /// least 64 (all of them when fewer). 0: no limit.
+    #[arg(long = "max-pending-connections", env = "WS_MAX_PENDING_CONNECTIONS")]
+    pub max_pending_connections: Option<usize>,
 
     /// Proxies (CIDRs or addresses, comma separated) trusted to name the client in
     /// `X-Forwarded-For`: from them, the client is the rightmost address there that is not
     /// itself a trusted proxy. From any other peer the header is ignored. Client addresses
-    /// bind SockJS sessions. Empty: the TCP peer is the client.
+    /// bind SockJS sessions and count pending connections. Empty: the TCP peer is the client.
     #[arg(long = "trusted-proxies", env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: TrustedProxies,
 
@@ -239,7 +261,9 @@ impl GatewayConfig {
             session_queue: 1024,
             send_buffer_bytes: 512 * 1024,
             send_timeout_ms: 10_000,
-            first_frame_timeout_ms: 60_000,
+            first_frame_timeout_ms: 10_000,
+            max_pending_per_ip: 32,
+            max_pending_connections: None,
             trusted_proxies: TrustedProxies::default(),
             allowed_origins: vec!["*".into()],
             sockjs_cookie_needed: true,
@@ -248,6 +272,13 @@ impl GatewayConfig {
             max_connections: 50_000,
             close_on_token_expiry: true,
         }
+    }
+
+    /// The limit on connections not yet authenticated, from all clients (0: none).
+    pub fn max_pending(&self) -> usize {
+        self.max_pending_connections.unwrap_or_else(|| {
+            (self.max_connections / 10).max(self.max_connections.min(DEFAULT_MIN_PENDING))
+        })
     }
 
     /// The JWT verifier these settings describe, validated.
@@ -318,6 +349,8 @@ impl fmt::Debug for GatewayConfig {
             send_buffer_bytes,
             send_timeout_ms,
             first_frame_timeout_ms,
+            max_pending_per_ip,
+            max_pending_connections,
             trusted_proxies,
             allowed_origins,
             sockjs_cookie_needed,
@@ -351,6 +384,8 @@ impl fmt::Debug for GatewayConfig {
             .field("send_buffer_bytes", send_buffer_bytes)
             .field("send_timeout_ms", send_timeout_ms)
             .field("first_frame_timeout_ms", first_frame_timeout_ms)
+            .field("max_pending_per_ip", max_pending_per_ip)
+            .field("max_pending_connections", max_pending_connections)
             .field("trusted_proxies", trusted_proxies)
             .field("allowed_origins", allowed_origins)
             .field("sockjs_cookie_needed", sockjs_cookie_needed)
@@ -409,11 +444,38 @@ mod tests {
     }
 
     #[test]
+    fn pending_limits_and_trusted_proxies_have_safe_defaults() {
+        let cli = Cli::try_parse_from(["gateway"]).unwrap();
+        let config = cli.gateway;
+        assert_eq!(config.first_frame_timeout_ms, 10_000);
+        assert_eq!(config.max_pending_per_ip, 32);
+        assert_eq!(config.trusted_proxies, TrustedProxies::default());
+        assert_eq!(config.max_pending(), 5_000, "a tenth of 50 000");
+        let new = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), "redis://r/");
+        assert_eq!(
+            (
+                new.first_frame_timeout_ms,
+                new.max_pending_per_ip,
+                new.max_pending()
+            ),
+            (10_000, 32, 5_000)
+        );
+        let small = |max_connections| GatewayConfig {
+            max_connections,
+            ..new.clone()
+        };
+        assert_eq!(small(300).max_pending(), 64);
+        assert_eq!(small(2).max_pending(), 2);
+    }
+
+    #[test]
     fn trusted_proxies_are_cidrs_or_addresses() {
         let cli = Cli::try_parse_from([
             "gateway",
             "--trusted-proxies",
             "10.0.0.0/8, 192.0.2.7,fd00::/8",
+            "--max-pending-connections",
+            "0",
         ])
         .unwrap();
         let nets: Vec<String> = cli
@@ -424,6 +486,7 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]);
+        assert_eq!(cli.gateway.max_pending(), 0);
         let err = Cli::try_parse_from(["gateway", "--trusted-proxies", "proxy.local"]).unwrap_err();
         assert!(err.to_string().contains("neither a CIDR"), "{err}");
         // An empty setting (as a chart may render it) is no proxy.

@@ -43,7 +43,7 @@ pub use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::metrics::GatewayMetrics;
 use crate::session::SessionConfig;
-pub use crate::state::{AppState, Limits, Origins};
+pub use crate::state::{AppState, Limits, Origins, Pending};
 use crate::sync::Sync;
 use crate::sync::events::Publisher;
 use shared::inbox::Inbox;
@@ -164,6 +164,7 @@ impl Gateway {
             shutdown,
             origins: Origins::new(&config.allowed_origins),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            pending: Pending::new(config.max_pending_per_ip, config.max_pending()),
         };
         let listener = TcpListener::bind(config.listen_addr).await?;
         let admin = match config.admin_addr {
@@ -192,6 +193,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> GatewayMetrics {
         self.state.metrics.clone()
+    }
+
+    /// The count of connections not yet authenticated.
+    pub fn pending(&self) -> Pending {
+        self.state.pending.clone()
     }
 
     /// Serves until the shutdown token fires, then drains for at most the deadline.
@@ -227,7 +233,8 @@ impl Gateway {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        // The peer's address reaches the handlers: SockJS sessions are bound to it.
+        // The peer's address reaches the handlers: sessions are bound to it and pending
+        // connections counted by it.
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await });

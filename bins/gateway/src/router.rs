@@ -1,6 +1,9 @@
 //! The public listener's routes: the SockJS endpoint (and raw WebSocket) running the STOMP
-//! engine, and the inbox REST API, both behind the allowed-origins check.
+//! engine, and the inbox REST API, both behind the allowed-origins check. Every transport
+//! admits a session the same way: a connection permit, and a pending slot of its client's
+//! address until CONNECTED (refusals: 503, or 429 for one address's limit).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -11,7 +14,8 @@ use axum::routing::get;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::api::{self, ApiState};
-use crate::state::{AppState, Origins};
+use crate::sockjs::Refusal;
+use crate::state::{AppState, Origins, PendingFull, PendingSlot};
 use crate::{engine, sockjs};
 
 /// The public routes.
@@ -34,27 +38,64 @@ pub fn public(state: AppState, api: Arc<ApiState>, options: sockjs::Options) -> 
         )
 }
 
-/// The STOMP engine as the SockJS layer's application: a session takes a connection permit.
+/// The STOMP engine as the SockJS layer's application: a session takes a connection permit
+/// and, until it authenticates, a pending slot of its client's address.
 #[derive(Clone)]
 struct Stomp(AppState);
 
-impl sockjs::Application for Stomp {
-    type Admission = OwnedSemaphorePermit;
+/// What an admitted session holds: its connection permit, and its pending slot until
+/// CONNECTED.
+type Admission = (OwnedSemaphorePermit, PendingSlot);
 
-    fn admit(&self, _headers: &HeaderMap) -> Result<OwnedSemaphorePermit, sockjs::Refusal> {
-        self.0.connections.clone().try_acquire_owned().map_err(|_| {
-            self.0
-                .metrics
-                .closes
-                .with_label_values(&["max_connections"])
-                .inc();
-            sockjs::Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
-        })
+impl Stomp {
+    fn refuse(&self, reason: &'static str, status: StatusCode, text: &'static str) -> Refusal {
+        self.0.metrics.closes.with_label_values(&[reason]).inc();
+        Refusal::new(status, text)
+    }
+}
+
+impl sockjs::Application for Stomp {
+    type Admission = Admission;
+
+    fn admit(&self, headers: &HeaderMap) -> Result<Admission, Refusal> {
+        self.admit_from(None, headers)
+    }
+
+    fn admit_from(
+        &self,
+        address: Option<IpAddr>,
+        _headers: &HeaderMap,
+    ) -> Result<Admission, Refusal> {
+        let permit = self
+            .0
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.refuse(
+                    "max_connections",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections",
+                )
+            })?;
+        let pending = self.0.pending.enter(address).map_err(|full| match full {
+            PendingFull::Address => self.refuse(
+                "max_pending_per_ip",
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address waiting to authenticate",
+            ),
+            PendingFull::Total => self.refuse(
+                "max_pending",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections waiting to authenticate",
+            ),
+        })?;
+        Ok((permit, pending))
     }
 
     fn run(
         &self,
-        permit: OwnedSemaphorePermit,
+        (permit, pending): Admission,
         connection: sockjs::Connection,
     ) -> impl Future<Output = ()> + Send + 'static {
         let state = self.0.clone();
@@ -62,6 +103,7 @@ impl sockjs::Application for Stomp {
             engine::run(
                 state,
                 connection.transport,
+                pending,
                 connection.from_client,
                 connection.to_client,
             )

@@ -19,17 +19,20 @@ pub use crate::outlet::{End, ToClient};
 use crate::outlet::{Outlet, SendError};
 use crate::queue;
 use crate::session::{Action, Session};
-use crate::state::AppState;
+use crate::state::{AppState, PendingSlot};
 use crate::stomp::{Command, Decoder, Frame, Item, encode};
 use listen::{Failed, Listening};
 
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 
 /// Runs one client connection to its end. `from_client` yields the bytes the client sent
-/// (closed when the client went away); `to_client` takes what to send.
+/// (closed when the client went away); `to_client` takes what to send. `pending` is held
+/// until CONNECTED is sent (or the connection ends, at the latest at the first-frame
+/// timeout), so unauthenticated connections are counted apart.
 pub async fn run(
     app: AppState,
     transport: &'static str,
+    pending: PendingSlot,
     mut from_client: queue::Receiver<Vec<u8>>,
     to_client: Outlet,
 ) {
@@ -40,6 +43,7 @@ pub async fn run(
     let mut buffer = BytesMut::new();
     let mut listening = Listening::new(id);
     let first_frame_deadline = Instant::now() + app.limits.first_frame_timeout;
+    let mut pending = Some(pending);
     let mut last_heard = Instant::now();
     let mut next_beat = Instant::now() + FAR_FUTURE;
     let send_timeout = app.limits.send_timeout;
@@ -129,6 +133,8 @@ pub async fn run(
                         break 'conn end;
                     }
                     if frame.command == Command::Connected {
+                        // Authenticated: no longer counted as pending.
+                        drop(pending.take());
                         if let (Some(every), _) = session.heartbeats() {
                             next_beat = Instant::now() + every;
                         }
@@ -235,9 +241,10 @@ mod tests {
     use crate::metrics::GatewayMetrics;
     use crate::outlet::{self, Inlet};
     use crate::session::SessionConfig;
-    use crate::state::{Limits, Origins};
+    use crate::state::{Limits, Origins, Pending};
 
     const SECRET: &str = "an-engine-test-secret-of-at-least-32-bytes";
+    const CLIENT: [u8; 4] = [192, 0, 2, 1];
 
     fn state() -> AppState {
         state_with(true)
@@ -291,6 +298,7 @@ mod tests {
             shutdown,
             origins: Origins::new(&[]),
             connections: Arc::new(Semaphore::new(10)),
+            pending: Pending::new(1, 0),
         }
     }
 
@@ -308,7 +316,8 @@ mod tests {
     fn start_with(buffer: usize, app: AppState) -> Client {
         let (tx, from_client) = queue::bounded(16, queue::one);
         let (outlet, inlet) = outlet::channel(buffer);
-        let task = tokio::spawn(run(app.clone(), "test", from_client, outlet));
+        let pending = app.pending.enter(Some(CLIENT.into())).unwrap();
+        let task = tokio::spawn(run(app.clone(), "test", pending, from_client, outlet));
         Client {
             tx,
             inlet,
@@ -377,8 +386,23 @@ mod tests {
     async fn no_connect_within_the_first_frame_timeout_closes() {
         let mut client = start(64 * 1024);
         let t0 = Instant::now();
+        assert_eq!(client.app.pending.count(), 1);
         assert_eq!(next(&mut client).await, ToClient::Close(End::NoConnect));
         assert_eq!(t0.elapsed(), Duration::from_secs(60));
+        client.task.await.unwrap();
+        assert_eq!(client.app.pending.count(), 0, "the pending slot is free");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_stops_counting_as_pending_once_connected() {
+        let mut client = start(64 * 1024);
+        assert_eq!(client.app.pending.count_from(CLIENT.into()), 1);
+        connect(&mut client, "0,0").await;
+        assert_eq!(client.app.pending.count_from(CLIENT.into()), 0);
+        assert_eq!(client.app.pending.count(), 0);
+        // The address's one slot is free for its next handshake.
+        let next = client.app.pending.enter(Some(CLIENT.into()));
+        assert!(next.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
