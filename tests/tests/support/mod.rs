@@ -4,6 +4,7 @@
 
 pub mod ingest_process;
 pub mod kafka;
+pub mod loopback;
 pub mod notify;
 pub mod proxy;
 pub mod redis_sub;
