@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 Echo,
                 Options {
                     cookie_needed: true,
+                    fixed_cookie: Some("dummy"),
                     ..options
                 },
             )),

@@ -119,9 +119,20 @@ async fn serve() -> Server {
         .nest(
             "/cookie",
             sockjs::router(Service::new(
+                echo.clone(),
+                Options {
+                    cookie_needed: true,
+                    ..options.clone()
+                },
+            )),
+        )
+        .nest(
+            "/cookie-0.3.3",
+            sockjs::router(Service::new(
                 echo,
                 Options {
                     cookie_needed: true,
+                    fixed_cookie: Some("dummy"),
                     ..options
                 },
             )),
@@ -198,6 +209,8 @@ async fn greeting_info_and_iframe() {
     assert!(body(&info).contains("\"cookie_needed\":false"), "{info}");
     let info = get_(server.addr, "/cookie/info").await;
     assert!(body(&info).contains("\"cookie_needed\":true"), "{info}");
+    assert_fresh_cookie(header(&info, "set-cookie"));
+    let info = get_(server.addr, "/cookie-0.3.3/info").await;
     assert_eq!(header(&info, "set-cookie"), None);
 
     let page = get_(server.addr, "/echo/iframe-1.6.1.html").await;
@@ -346,15 +359,33 @@ async fn output_nobody_takes_is_bounded_by_the_send_buffer() {
     );
 }
 
+/// A new random `JSESSIONID`: 128 bits in hex, `Path=/; HttpOnly`; its value.
+fn assert_fresh_cookie(cookie: Option<&str>) -> String {
+    let cookie = cookie.expect("a Set-Cookie");
+    let value = cookie
+        .strip_prefix("JSESSIONID=")
+        .and_then(|rest| rest.strip_suffix("; Path=/; HttpOnly"))
+        .unwrap_or_else(|| panic!("{cookie}"));
+    assert_eq!(value.len(), 32, "{cookie}");
+    assert!(value.bytes().all(|b| b.is_ascii_hexdigit()), "{cookie}");
+    value.to_owned()
+}
+
 #[tokio::test]
 async fn jsessionid_cookie_when_needed() {
     let server = serve().await;
     let addr = server.addr;
-    let answer = post(addr, "/cookie/000/k1/xhr", "").await;
-    assert_eq!(
-        header(&answer, "set-cookie"),
-        Some("JSESSIONID=dummy; path=/")
-    );
+    // No cookie: a new random one each time (not SockJS 0.3.3's shared `dummy`).
+    let first = assert_fresh_cookie(header(
+        &post(addr, "/cookie/000/k1/xhr", "").await,
+        "set-cookie",
+    ));
+    let second = assert_fresh_cookie(header(
+        &post(addr, "/cookie/000/k0/xhr", "").await,
+        "set-cookie",
+    ));
+    assert_ne!(first, second);
+    // The request's own is echoed, and binds the session to it.
     let answer = request(
         addr,
         "POST /cookie/000/k2/xhr HTTP/1.1\r\nCookie: a=1; JSESSIONID=abcdef",
@@ -363,16 +394,32 @@ async fn jsessionid_cookie_when_needed() {
     .await;
     assert_eq!(
         header(&answer, "set-cookie"),
-        Some("JSESSIONID=abcdef; path=/")
+        Some("JSESSIONID=abcdef; Path=/; HttpOnly")
     );
-    let sent = post(addr, "/cookie/000/k2/xhr_send", "[\"x\"]").await;
+    let stranger = post(addr, "/cookie/000/k2/xhr_send", "[\"x\"]").await;
+    assert_eq!(status(&stranger), "404", "another client: {stranger}");
+    let sent = request(
+        addr,
+        "POST /cookie/000/k2/xhr_send HTTP/1.1\r\nCookie: JSESSIONID=abcdef",
+        "[\"x\"]",
+    )
+    .await;
+    assert_eq!(status(&sent), "204", "{sent}");
     assert_eq!(
         header(&sent, "set-cookie"),
-        Some("JSESSIONID=dummy; path=/")
+        Some("JSESSIONID=abcdef; Path=/; HttpOnly")
     );
     assert_eq!(
         header(&post(addr, "/echo/000/k3/xhr", "").await, "set-cookie"),
         None
+    );
+    // The conformance run's option: 0.3.3's literal value.
+    assert_eq!(
+        header(
+            &post(addr, "/cookie-0.3.3/000/k4/xhr", "").await,
+            "set-cookie"
+        ),
+        Some("JSESSIONID=dummy; Path=/; HttpOnly")
     );
 }
 

@@ -109,6 +109,11 @@ pub struct Options {
     /// Whether a `JSESSIONID` cookie is set (for load balancers with sticky sessions, and
     /// to bind browsers' sessions to a secret rather than to their address).
     pub cookie_needed: bool,
+    /// SockJS 0.3.3's literal `JSESSIONID` (`dummy`) for a client without one, and no
+    /// cookie on `/info`, as the protocol's test suite expects; `None` (the gateway): a new
+    /// random value, also on `/info`. Only for the conformance run
+    /// (`examples/sockjs_echo.rs`): a value shared by every client binds nothing.
+    pub fixed_cookie: Option<&'static str>,
     /// Proxies whose `X-Forwarded-For` names the client (see [`client`]).
     pub trusted_proxies: Vec<IpNet>,
     /// Interval of `h` frames on an idle receiver.
@@ -133,6 +138,7 @@ impl Default for Options {
         Options {
             websocket: true,
             cookie_needed: false,
+            fixed_cookie: None,
             trusted_proxies: Vec::new(),
             heartbeat: Duration::from_secs(25),
             disconnect_delay: Duration::from_secs(5),
@@ -318,7 +324,9 @@ async fn info<A: Application>(
     no_cache(&mut response);
     // Before the session: a browser's creating request then carries the cookie, and its
     // session is bound to it from the start.
-    session::set_jsessionid(&service.options, &headers, &mut response);
+    if service.options.fixed_cookie.is_none() {
+        session::set_jsessionid(&service.options, &headers, &mut response);
+    }
     response
 }
 

@@ -265,7 +265,10 @@ pub(super) fn set_jsessionid(options: &Options, request: &HeaderMap, response: &
     if !options.cookie_needed {
         return;
     }
-    let value = jsessionid(request).map_or_else(new_jsessionid, str::to_owned);
+    let value = match (jsessionid(request), options.fixed_cookie) {
+        (Some(value), _) | (None, Some(value)) => value.to_owned(),
+        (None, None) => new_jsessionid(),
+    };
     if let Ok(cookie) = HeaderValue::from_str(&format!("JSESSIONID={value}; Path=/; HttpOnly")) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
