@@ -84,6 +84,18 @@ pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, PayloadError> {
         .map_err(|_| PayloadError::BrokenJson)
 }
 
+/// A `jsonp_send` body's payload: the form field `d` (percent-decoded; none: empty) when
+/// the body is form-encoded, else the body itself.
+pub fn jsonp_payload(form: bool, body: &[u8]) -> Vec<u8> {
+    if !form {
+        return body.to_vec();
+    }
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == "d")
+        .map(|(_, value)| value.into_owned().into_bytes())
+        .unwrap_or_default()
+}
+
 /// The SockJS close frame for an end: 1001 when the server goes away, else SockJS's 3000.
 pub fn sockjs_close(end: End) -> (u16, &'static str) {
     if end.is_shutdown() {
@@ -119,6 +131,16 @@ mod tests {
         let frame = messages(&[text]);
         let parsed: Vec<String> = serde_json::from_str(&frame[1..]).unwrap();
         assert_eq!(parsed, [text]);
+    }
+
+    #[test]
+    fn form_values_are_percent_decoded() {
+        let d = |body: &[u8]| String::from_utf8(jsonp_payload(true, body)).unwrap();
+        assert_eq!(d(b"p=p&d=%5B%22a+b%22%5D"), "[\"a b\"]");
+        assert_eq!(d(b"d=100%"), "100%");
+        assert_eq!(d(b"d=%zz"), "%zz");
+        assert_eq!(d(b"p=1"), "");
+        assert_eq!(jsonp_payload(false, b"d=%5B"), b"d=%5B");
     }
 
     #[test]

@@ -18,6 +18,9 @@
 pub mod client;
 pub mod framing;
 mod polling;
+/// Compiled for unit tests and for the fuzz target (feature `fuzzing`), not into the binary.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod properties;
 mod send;
 mod session;
 mod streaming;

@@ -117,30 +117,9 @@ pub(super) async fn jsonp_send<A: Application>(
                 v.as_bytes()
                     .starts_with(b"application/x-www-form-urlencoded")
             });
-            if !form {
-                return body.to_vec();
-            }
-            form_urlencoded::parse(&body)
-                .find(|(key, _)| key == "d")
-                .map(|(_, value)| value.into_owned().into_bytes())
-                .unwrap_or_default()
+            framing::jsonp_payload(form, &body)
         },
         || body_response("text/plain; charset=UTF-8", Body::from("ok")),
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn form_values_are_percent_decoded() {
-        let d = |body: &[u8]| {
-            form_urlencoded::parse(body)
-                .find(|(key, _)| key == "d")
-                .map(|(_, value)| value.into_owned())
-        };
-        assert_eq!(d(b"p=p&d=%5B%22a+b%22%5D").as_deref(), Some("[\"a b\"]"));
-        assert_eq!(d(b"d=100%").as_deref(), Some("100%"));
-        assert_eq!(d(b"d=%zz").as_deref(), Some("%zz"));
-    }
 }
