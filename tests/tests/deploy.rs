@@ -45,10 +45,23 @@ fn run_check() -> Value {
             "production": {"values_files": [PRODUCTION_VALUES]},
             "fixed_gateway_replicas": {"values": {"gateway": {"autoscaling": {"enabled": false}, "replicas": 4}}},
             "replicas_over_partitions": {"values": {"ingest": {"replicas": 7}}},
+            "store_parallelism_over_pool": {"values": {"ingest": {"storeParallelism": 11}}},
             "ingest_grace_too_short": {"values": {"ingest": {"terminationGracePeriodSeconds": 40}}},
             "gateway_grace_too_short": {"values": {"gateway": {"terminationGracePeriodSeconds": 15}}},
             "misspelt_key": {"values": {"gateway": {"replica": 3}}},
             "short_jwt_secret": {"values": {"secret": {"jwtKeys": "k1=shorter-than-32-bytes"}}},
+            "redis_cluster": {"values": {
+                "redis": {"clusterNodes": "redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379"},
+                "gateway": {"trustedProxies": "10.0.0.0/8, 192.168.0.0/16"}
+            }},
+            "redis_cluster_twice": {"values": {
+                "redis": {"clusterNodes": "redis-0.redis:6379"},
+                "secret": {"redisClusterNodes": "redis://:pw@redis-0.redis:6379"}
+            }},
+            "redis_cluster_pattern": {"values": {
+                "redis": {"clusterNodes": "redis-0.redis:6379"},
+                "gateway": {"env": {"REDIS_SUBSCRIBE": "pattern"}}
+            }},
         }
     });
     harness::run_check(&cases)
@@ -576,6 +589,7 @@ fn chart_renders_the_production_values_with_ingress_affinity_and_service_monitor
 fn chart_refuses_values_that_would_deploy_a_broken_release() {
     for (case, reason) in [
         ("replicas_over_partitions", "exceeds kafka.partitions"),
+        ("store_parallelism_over_pool", "exceeds its database pool"),
         (
             "ingest_grace_too_short",
             "twice ingest.shutdownDeadlineSeconds",
@@ -586,6 +600,8 @@ fn chart_refuses_values_that_would_deploy_a_broken_release() {
             "additional properties 'replica' not allowed",
         ),
         ("short_jwt_secret", "/secret/jwtKeys"),
+        ("redis_cluster_twice", "not both"),
+        ("redis_cluster_pattern", "has no sharded form"),
     ] {
         let error = render(case)["error"]
             .as_str()
@@ -636,7 +652,12 @@ fn every_environment_variable_set_is_one_the_binaries_accept() {
         assert_accepted(program, &names, &format!("docker-compose service {name}"));
     }
     let mut seen = BTreeSet::new();
-    for case in ["default", "production", "fixed_gateway_replicas"] {
+    for case in [
+        "default",
+        "production",
+        "fixed_gateway_replicas",
+        "redis_cluster",
+    ] {
         let docs = manifests(case);
         for doc in &docs {
             let Some(pod) = doc["spec"]["template"]["spec"].as_object() else {
@@ -650,4 +671,28 @@ fn every_environment_variable_set_is_one_the_binaries_accept() {
         }
     }
     assert_eq!(seen.len(), 3, "ingest run, ingest migrate and gateway pods");
+}
+
+#[test]
+fn chart_points_both_binaries_at_a_redis_cluster_and_trusts_the_ingress() {
+    let docs = manifests("redis_cluster");
+    let nodes = "redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379";
+    for component in ["ingest", "gateway"] {
+        let config = find(&docs, "ConfigMap", &format!("notification-{component}"));
+        assert_eq!(config["data"]["REDIS_CLUSTER_NODES"], nodes, "{component}");
+    }
+    let gateway = find(&docs, "ConfigMap", "notification-gateway");
+    assert_eq!(
+        gateway["data"]["TRUSTED_PROXIES"],
+        "10.0.0.0/8, 192.168.0.0/16"
+    );
+    let ingest = find(&docs, "ConfigMap", "notification-ingest");
+    assert!(ingest["data"].get("TRUSTED_PROXIES").is_none());
+    // Without them, neither is set.
+    for doc in manifests("default") {
+        if doc["kind"] == "ConfigMap" {
+            assert!(doc["data"].get("REDIS_CLUSTER_NODES").is_none());
+            assert!(doc["data"].get("TRUSTED_PROXIES").is_none());
+        }
+    }
 }
