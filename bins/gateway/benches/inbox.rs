@@ -19,9 +19,17 @@
 //!    typical user and a heavy one.
 //!
 //! Run: `cargo bench -p gateway --bench inbox` (`-- --quick` for a smoke run: 100 000 rows,
-//! 1 000 users, 3 s). Needs MariaDB on 127.0.0.1:3306 (root, no password) and Redis.
+//! 1 000 users, 3 s). Needs MariaDB on 127.0.0.1:3306 (root, no password) and Redis. The
+//! figures are written to `target/bench-results/inbox.json` (`--out`).
 
 #![allow(clippy::print_stdout)]
+
+#[path = "inbox/figures.rs"]
+mod figures;
+#[path = "common/results.rs"]
+mod results;
+
+use std::path::PathBuf;
 
 use std::fmt::Write as _;
 use std::process::{Child, Command};
@@ -34,11 +42,14 @@ use clap::Parser;
 use gateway::auth::sign_hs256;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{Connection, Executor, Row};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use results::{Envelope, round2};
 
 const SECRET: &str = "inbox-benchmark-secret-of-32-bytes-or-more";
 const KID: &str = "k1";
@@ -118,6 +129,9 @@ struct Args {
     mysql: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379/")]
     redis: String,
+    /// The results file [default: target/bench-results/inbox.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -1169,7 +1183,13 @@ async fn explain(pool: &MySqlPool, plan: &Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: &Args, db_url: &str, size: Size) -> anyhow::Result<()> {
+/// Seeds, measures every endpoint, explains; returns the figures for the results file.
+async fn run(
+    args: &Args,
+    db_url: &str,
+    size: Size,
+    envelope: &mut Envelope,
+) -> anyhow::Result<Value> {
     let seconds = size.seconds;
     let plan = Arc::new(seed(db_url, args, size).await?);
     let pool = MySqlPoolOptions::new()
@@ -1194,6 +1214,7 @@ async fn run(args: &Args, db_url: &str, size: Size) -> anyhow::Result<()> {
     );
 
     let gateway = start_gateway(args, db_url, &plan).await?;
+    envelope.gateway(gateway.child.id());
     println!("gateway pid {} on {}", gateway.child.id(), gateway.addr);
     let probe = Probe {
         pids: [
@@ -1258,12 +1279,36 @@ async fn run(args: &Args, db_url: &str, size: Size) -> anyhow::Result<()> {
     drop(gateway);
     explain(&pool, &plan).await?;
     pool.close().await;
-    Ok(())
+    Ok(json!({
+        "params": {
+            "rows": size.rows,
+            "users": size.users,
+            "heavy": plan.heavy,
+            "clients": args.clients,
+            "seconds": seconds,
+            "rounds": rounds,
+            "pool": args.pool,
+            "quick": args.quick,
+            "page_size": SIZE,
+        },
+        "table": {
+            "data_bytes": data,
+            "index_bytes": index,
+            "bytes_per_row": round2((data + index) as f64 / size.rows.max(1) as f64),
+            "buffer_pool_bytes": buffer,
+        },
+        "endpoints": figures::endpoints(&table),
+    }))
 }
+
+/// What the results file says the run was.
+const WHAT: &str = "the inbox REST API of the gateway binary in its own process against the same SQL \
+    issued directly, on a fresh MariaDB database of skewed users; per endpoint req/s, latency, CPU per request";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut envelope = Envelope::start("inbox", WHAT);
     let size = Size::of(&args);
     anyhow::ensure!(
         size.users >= 2 && size.rows >= size.users,
@@ -1288,7 +1333,7 @@ async fn main() -> anyhow::Result<()> {
         let pool = MySqlPool::connect(&db_url).await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
         pool.close().await;
-        run(&args, &db_url, size).await
+        run(&args, &db_url, size, &mut envelope).await
     }
     .await;
     if args.keep_db {
@@ -1298,5 +1343,6 @@ async fn main() -> anyhow::Result<()> {
             .execute(&admin)
             .await?;
     }
-    result
+    envelope.write(args.out.as_deref(), result?)?;
+    Ok(())
 }

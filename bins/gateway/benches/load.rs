@@ -15,7 +15,8 @@
 //! Run: `cargo bench -p gateway --bench load -- --sessions 19900 --rabbit-sessions 10000`;
 //! `--phases broadcast,recovery` picks phases. RabbitMQ must run with Web-STOMP on
 //! (`rabbitmq-plugins enable rabbitmq_web_stomp`) and a descriptor limit above its session
-//! count; `--rabbit ''` skips it.
+//! count; `--rabbit ''` skips it. The figures of the phases that ran are written to
+//! `target/bench-results/load.json` (`--out`), which `scripts/scaling.py` reads.
 
 #![allow(clippy::print_stdout)]
 
@@ -23,29 +24,34 @@
 mod arrivals;
 #[path = "load/client.rs"]
 mod client;
+#[path = "load/deliveries.rs"]
+mod deliveries;
+#[path = "load/idle.rs"]
+mod idle;
 #[path = "load/process.rs"]
 mod process;
 #[path = "load/recovery.rs"]
 mod recovery;
+#[path = "common/results.rs"]
+mod results;
+#[path = "load/snapshot.rs"]
+mod snapshot;
 #[path = "load/sync.rs"]
 mod sync;
 #[path = "load/workers.rs"]
 mod workers;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use futures_util::SinkExt;
-use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::{Value, json};
 
-use client::{Kind, Subscribe, Ws, connect, next_text, open_many, open_session};
-use process::{
-    Gateway, cpu_seconds, now_micros, percentile, pid_of, rabbit_pid, rss_kib, start_gateway,
-};
-use workers::{start_workers, stop_workers, worker};
+use client::{Kind, connect};
+use deliveries::{gateway_deliveries, rabbit_deliveries};
+use idle::measure_idle;
+use process::{rabbit_pid, start_gateway};
+use results::{Envelope, round2};
+use workers::worker;
 
 const SECRET: &str = "load-benchmark-secret-of-32-bytes-or-more";
 
@@ -85,6 +91,9 @@ struct Args {
     sync: sync::SyncArgs,
     #[command(flatten)]
     recovery: recovery::RecoveryArgs,
+    /// The results file [default: target/bench-results/load.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
 
     // Worker mode (the bench runs itself): open sessions, report, hold them until stdin ends.
     #[arg(long, hide = true)]
@@ -115,214 +124,10 @@ enum Phase {
     Recovery,
 }
 
-/// Idle-session cost on the server `pid`: KB of RSS per session.
-async fn measure_idle(pid: u32, url: &str, kind: Kind, total: usize) -> anyhow::Result<f64> {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(pid);
-    let started = Instant::now();
-    let workers = start_workers(url, kind, total, false)?;
-    let opened_in = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kib(pid);
-    let per_session = after.saturating_sub(before) as f64 * 1.024 / total as f64;
-    println!(
-        "idle {kind:?}: {total} sessions in {:.1}s; server RSS {before} KiB -> {after} KiB: {per_session:.1} KB per session",
-        opened_in.as_secs_f64()
-    );
-    stop_workers(workers.into_iter().map(|w| w.child));
-    Ok(per_session)
-}
-
-struct Deliveries {
-    per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Reads each subscriber's messages, recording publish→receive latency from `"t":µs`.
-fn spawn_readers(
-    sessions: Vec<Ws>,
-    kind: Kind,
-    received: &Arc<AtomicU64>,
-    latencies: &Arc<Mutex<Vec<u64>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    sessions
-        .into_iter()
-        .map(|mut ws| {
-            let received = received.clone();
-            let latencies = latencies.clone();
-            tokio::spawn(async move {
-                let mut local = Vec::new();
-                while let Ok(text) = next_text(&mut ws, kind).await {
-                    // Several frames may share one text; each body ends with "t":<µs>}
-                    for part in text.split("\"t\":").skip(1) {
-                        let end = part.find('}').unwrap_or(part.len());
-                        if let Ok(t) = part[..end].parse::<u64>() {
-                            local.push(now_micros().saturating_sub(t));
-                        }
-                    }
-                    // Recorded before counted: the run ends when the count is complete.
-                    let n = local.len() as u64;
-                    latencies.lock().await.append(&mut local);
-                    received.fetch_add(n, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect()
-}
-
-async fn await_deliveries(
-    expected: usize,
-    started: Instant,
-    received: &AtomicU64,
-    latencies: &Mutex<Vec<u64>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-) -> Deliveries {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while (received.load(Ordering::Relaxed) as usize) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let elapsed = started.elapsed();
-    let got = received.load(Ordering::Relaxed);
-    for reader in &readers {
-        reader.abort();
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut lat = latencies.lock().await.clone();
-    lat.sort_unstable();
-    let result = Deliveries {
-        per_second: got as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile(&lat, 0.50) as f64 / 1000.0,
-        p99_ms: percentile(&lat, 0.99) as f64 / 1000.0,
-    };
-    println!(
-        "  {got}/{expected} delivered in {:.2}s: {:.0} deliveries/s; latency p50 {:.1} ms, p99 {:.1} ms",
-        elapsed.as_secs_f64(),
-        result.per_second,
-        result.p50_ms,
-        result.p99_ms
-    );
-    result
-}
-
-fn payload(i: usize, user: usize) -> String {
-    format!(
-        "{{\"id\":{i},\"userId\":\"sub-{user}\",\"t\":{}}}",
-        now_micros()
-    )
-}
-
-/// Delivers `messages` through the gateway: as fast as Redis takes them (`rate` None), or
-/// paced at `rate` per second in batches of 100.
-async fn gateway_deliveries(
-    args: &Args,
-    gw: &Gateway,
-    messages: usize,
-    rate: Option<u64>,
-) -> anyhow::Result<Deliveries> {
-    match rate {
-        None => println!(
-            "deliveries Raw: {messages} messages to {} sessions, one burst",
-            args.subscribers
-        ),
-        Some(rate) => println!(
-            "deliveries Raw: {messages} messages to {} sessions at {rate}/s",
-            args.subscribers
-        ),
-    }
-    let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
-    let sessions = open_many(&url, Kind::Raw, "sub-", 0, args.subscribers, Subscribe::Own).await?;
-    let received = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(messages)));
-    let readers = spawn_readers(sessions, Kind::Raw, &received, &latencies);
-    let client = redis::Client::open(args.redis.as_str())?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
-    let redis_pid = pid_of("redis-server");
-    let me = std::process::id();
-    let cpu_before = (
-        cpu_seconds(gw.child.id()),
-        redis_pid.map_or(0.0, cpu_seconds),
-        cpu_seconds(me),
-    );
-    let started = Instant::now();
-    let batch = if rate.is_some() { 100 } else { 500 };
-    let mut sent = 0;
-    while sent < messages {
-        if let Some(rate) = rate {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let mut pipe = redis::pipe();
-        for i in sent..(sent + batch).min(messages) {
-            let user = i % args.subscribers;
-            pipe.cmd("PUBLISH")
-                .arg(format!("{}sub-{user}", gw.prefix))
-                .arg(payload(i, user))
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut redis).await?;
-        sent = (sent + batch).min(messages);
-    }
-    let result = await_deliveries(messages, started, &received, &latencies, readers).await;
-    let cpu = cpu_seconds(gw.child.id()) - cpu_before.0;
-    let redis_cpu = redis_pid.map_or(0.0, cpu_seconds) - cpu_before.1;
-    let clients_cpu = cpu_seconds(me) - cpu_before.2;
-    println!(
-        "  CPU: gateway {cpu:.2} s ({:.1} µs per delivery), Redis {redis_cpu:.2} s, clients {clients_cpu:.2} s",
-        cpu * 1e6 / messages as f64
-    );
-    Ok(result)
-}
-
-async fn rabbit_deliveries(args: &Args) -> anyhow::Result<Deliveries> {
-    println!(
-        "deliveries Rabbit: {} messages to {} sessions",
-        args.messages, args.subscribers
-    );
-    let sessions = open_many(
-        &args.rabbit,
-        Kind::Rabbit,
-        "sub-",
-        0,
-        args.subscribers,
-        Subscribe::Own,
-    )
-    .await?;
-    let received = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.messages)));
-    let readers = spawn_readers(sessions, Kind::Rabbit, &received, &latencies);
-    // Publishers: four Web-STOMP connections, frames written back to back.
-    const PUBLISHERS: usize = 4;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..PUBLISHERS {
-        let url = args.rabbit.clone();
-        let (messages, subscribers) = (args.messages, args.subscribers);
-        tasks.push(tokio::spawn(async move {
-            let mut ws = open_session(&url, Kind::Rabbit, &format!("publisher-{p}"), Subscribe::Own).await?;
-            for i in (p..messages).step_by(PUBLISHERS) {
-                let user = i % subscribers;
-                let frame = format!(
-                    "SEND\ndestination:/exchange/amq.direct/sub-{user}\ncontent-type:application/json\n\n{}\0",
-                    payload(i, user)
-                );
-                ws.feed(Message::Text(frame.into())).await?;
-                if i % 256 == p {
-                    ws.flush().await?;
-                }
-            }
-            ws.flush().await?;
-            // Keep the connection until everything is routed.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            anyhow::Ok(ws)
-        }));
-    }
-    let result = await_deliveries(args.messages, started, &received, &latencies, readers).await;
-    for task in tasks {
-        let _ = task.await?;
-    }
-    Ok(result)
-}
+/// What the results file says the run was.
+const WHAT: &str = "the gateway binary in its own process, loopback: idle sessions' RSS (raw WebSocket, SockJS), \
+    deliveries from Redis to subscribed sessions, a time-deal broadcast, recovery on SUBSCRIBE; \
+    RabbitMQ Web-STOMP beside it when it ran";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -330,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(kind) = args.worker {
         return worker(&args, kind).await;
     }
+    let mut envelope = Envelope::start("load", WHAT);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runs = |phase| args.phases.contains(&phase);
     let rabbit_wanted = !args.rabbit.is_empty() && (runs(Phase::Idle) || runs(Phase::Deliveries));
@@ -348,51 +154,105 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?;
     }
+    let mut results = serde_json::Map::new();
+    results.insert(
+        "params".into(),
+        json!({
+            "phases": args.phases.iter().map(|p| format!("{p:?}").to_lowercase()).collect::<Vec<_>>(),
+            "sessions": args.sessions,
+            "sockjs_sessions": args.sockjs_sessions,
+            "subscribers": args.subscribers,
+            "messages": args.messages,
+            "paced_rate": args.paced_rate,
+            "rabbit": args.rabbit,
+            "rabbit_sessions": args.rabbit_sessions,
+        }),
+    );
 
     let mut raw_idle = None;
     if runs(Phase::Idle) {
         let gw = start_gateway(&args.redis, None).await?;
+        envelope.gateway(gw.child.id());
         let raw_url = format!("ws://{}/ws/notifications/websocket", gw.addr);
-        raw_idle = Some(measure_idle(gw.child.id(), &raw_url, Kind::Raw, args.sessions).await?);
+        let raw = measure_idle(gw.child.id(), &raw_url, Kind::Raw, args.sessions).await?;
         drop(gw);
+        let mut sockjs = None;
         if args.sockjs_sessions > 0 {
             let gw = start_gateway(&args.redis, None).await?;
             let url = format!("ws://{}/ws/notifications", gw.addr);
-            measure_idle(gw.child.id(), &url, Kind::Sockjs, args.sockjs_sessions).await?;
+            sockjs =
+                Some(measure_idle(gw.child.id(), &url, Kind::Sockjs, args.sockjs_sessions).await?);
         }
+        results.insert(
+            "idle".into(),
+            json!({
+                "gateway_rss_at_start_kib": raw.rss_before_kib,
+                "raw": raw.json(),
+                "sockjs": sockjs.as_ref().map(idle::Idle::json),
+            }),
+        );
+        raw_idle = Some(raw.kb_per_session);
     }
     let mut ours = None;
     if runs(Phase::Deliveries) {
         let gw = start_gateway(&args.redis, None).await?;
-        ours = Some(gateway_deliveries(&args, &gw, args.messages, None).await?);
+        envelope.gateway(gw.child.id());
+        let burst = gateway_deliveries(&args, &gw, args.messages, None).await?;
+        let mut paced = None;
         if args.paced_rate > 0 {
-            let paced = (args.paced_rate * 5) as usize;
-            gateway_deliveries(&args, &gw, paced, Some(args.paced_rate)).await?;
+            let messages = (args.paced_rate * 5) as usize;
+            paced = Some(gateway_deliveries(&args, &gw, messages, Some(args.paced_rate)).await?);
         }
+        results.insert(
+            "deliveries".into(),
+            json!({
+                "subscribers": args.subscribers,
+                "burst": burst.json(),
+                "paced": paced.as_ref().map(deliveries::Deliveries::json),
+            }),
+        );
+        ours = Some(burst);
     }
     if runs(Phase::Broadcast) {
-        sync::run(&args).await?;
+        let figures = sync::run(&args, |pid| envelope.gateway(pid)).await?;
+        results.insert("broadcast".into(), figures);
     }
     if runs(Phase::Recovery) {
-        recovery::run(&args).await?;
+        results.insert("recovery".into(), recovery::run(&args).await?);
     }
 
-    if !rabbit_wanted {
-        return Ok(());
+    if rabbit_wanted {
+        results.insert(
+            "rabbitmq".into(),
+            rabbit(&args, raw_idle, ours.as_ref()).await?,
+        );
     }
+    envelope.write(args.out.as_deref(), Value::Object(results))?;
+    Ok(())
+}
+
+/// RabbitMQ's idle sessions and deliveries, and the ratios to the gateway's.
+async fn rabbit(
+    args: &Args,
+    raw_idle: Option<f64>,
+    ours: Option<&deliveries::Deliveries>,
+) -> anyhow::Result<Value> {
     let Some(pid) = rabbit_pid() else {
         anyhow::bail!("RabbitMQ (beam.smp) is not running; pass --rabbit '' to skip it")
     };
+    let mut figures = json!({});
     if let Some(raw_idle) = raw_idle {
-        let rabbit_idle =
-            measure_idle(pid, &args.rabbit, Kind::Rabbit, args.rabbit_sessions).await?;
+        let idle = measure_idle(pid, &args.rabbit, Kind::Rabbit, args.rabbit_sessions).await?;
+        let rabbit_idle = idle.kb_per_session;
         println!(
             "ratio: idle memory RabbitMQ/gateway {:.1}x ({rabbit_idle:.1} KB vs {raw_idle:.1} KB per session)",
             rabbit_idle / raw_idle
         );
+        figures["idle"] = idle.json();
+        figures["idle_memory_ratio"] = json!(round2(rabbit_idle / raw_idle));
     }
     if let Some(ours) = ours {
-        let rabbit = rabbit_deliveries(&args).await?;
+        let rabbit = rabbit_deliveries(args).await?;
         println!(
             "ratio: deliveries gateway/RabbitMQ {:.1}x ({:.0}/s vs {:.0}/s); p99 {:.1} ms vs {:.1} ms",
             ours.per_second / rabbit.per_second,
@@ -401,6 +261,8 @@ async fn main() -> anyhow::Result<()> {
             ours.p99_ms,
             rabbit.p99_ms
         );
+        figures["deliveries"] = rabbit.json();
+        figures["deliveries_ratio"] = json!(round2(ours.per_second / rabbit.per_second));
     }
-    Ok(())
+    Ok(figures)
 }

@@ -8,12 +8,14 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::mysql::MySqlPool;
 
 use crate::Args;
 use crate::client::{Kind, Ws, connect, next_text, send_frame};
 use crate::process::{percentile, start_gateway};
+use crate::results::round2;
 
 /// Longest wait for one recovery.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
@@ -42,7 +44,8 @@ struct Timing {
     longest_gap: Duration,
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+/// Runs the phase on a fresh database and gateway; returns its figures.
+pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let server = args.recovery.mysql.trim_end_matches('/');
     let name = format!(
         "load_recovery_{}_{}",
@@ -62,7 +65,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     result
 }
 
-async fn measure(args: &Args, db_url: &str) -> anyhow::Result<()> {
+async fn measure(args: &Args, db_url: &str) -> anyhow::Result<Value> {
     let a = &args.recovery;
     let pool = MySqlPool::connect(db_url).await?;
     // The migrations ingest applies (`ingest::store::MIGRATOR` reads the same directory).
@@ -79,6 +82,7 @@ async fn measure(args: &Args, db_url: &str) -> anyhow::Result<()> {
     let gw = start_gateway(&args.redis, Some(db_url)).await?;
     let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
     let mut timings = Vec::new();
+    let mut cold = Value::Null;
     for (k, user) in users.iter().enumerate() {
         let ws = connect(&url, Kind::Raw, user).await?;
         let timing = recover(ws).await?;
@@ -97,6 +101,11 @@ async fn measure(args: &Args, db_url: &str) -> anyhow::Result<()> {
         );
         if k > 0 {
             timings.push(timing);
+        } else {
+            cold = json!({
+                "to_last_message_ms": round2(timing.to_last_message.as_secs_f64() * 1e3),
+                "to_receipt_ms": round2(timing.to_receipt.as_secs_f64() * 1e3),
+            });
         }
     }
     let mut to_last: Vec<u64> = timings
@@ -131,7 +140,17 @@ async fn measure(args: &Args, db_url: &str) -> anyhow::Result<()> {
         percentile(&queries, 0.5) as f64 / 1e3
     );
     inbox.pool().close().await;
-    Ok(())
+    let ms = |micros: u64| round2(micros as f64 / 1e3);
+    Ok(json!({
+        "recovered": a.recovered,
+        "recoveries": timings.len(),
+        "cold": cold,
+        "to_last_message_median_ms": ms(percentile(&to_last, 0.5)),
+        "to_last_message_max_ms": ms(to_last.last().copied().unwrap_or(0)),
+        "to_receipt_median_ms": ms(percentile(&to_receipt, 0.5)),
+        "to_receipt_max_ms": ms(to_receipt.last().copied().unwrap_or(0)),
+        "store_query_median_ms": ms(percentile(&queries, 0.5)),
+    }))
 }
 
 /// Inserts `count` notifications of `user`, one second apart, as ingest stores them.

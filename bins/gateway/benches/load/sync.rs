@@ -14,12 +14,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::{Value, json};
 
 use crate::Args;
 use crate::arrivals::{Fleet, Personal, Tally, listen, lock};
 use crate::client::{Kind, Subscribe, TIMEDEALS, open_many};
-use crate::process::{Gateway, cpu_seconds, now_micros, percentile, pid_of, start_gateway};
+use crate::process::{Gateway, now_micros, percentile, pid_of, start_gateway};
+use crate::results::round2;
+use crate::snapshot::Snapshot;
 use crate::workers::{start_workers, stop_workers};
 
 /// Longest wait for one broadcast to reach every session.
@@ -54,70 +56,6 @@ pub struct SyncArgs {
     broadcast_every_ms: u64,
 }
 
-/// The gateway's broadcast counters and the CPU used so far.
-#[derive(Clone, Copy, Default)]
-struct Snapshot {
-    deliveries: f64,
-    fanout_sum: f64,
-    fanout_count: f64,
-    gateway_cpu: f64,
-    clients_cpu: f64,
-    redis_cpu: f64,
-}
-
-impl Snapshot {
-    async fn take(gw: &Gateway, fleet: &Fleet, redis_pid: Option<u32>) -> Snapshot {
-        let text = admin_metrics(&gw.admin).await.unwrap_or_default();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(0.0)
-        };
-        Snapshot {
-            deliveries: value("gateway_broadcast_deliveries_total"),
-            fanout_sum: value("gateway_broadcast_fanout_seconds_sum"),
-            fanout_count: value("gateway_broadcast_fanout_seconds_count"),
-            gateway_cpu: cpu_seconds(gw.child.id()),
-            clients_cpu: fleet.client_pids().into_iter().map(cpu_seconds).sum(),
-            redis_cpu: redis_pid.map_or(0.0, cpu_seconds),
-        }
-    }
-
-    fn since(self, before: Snapshot) -> Snapshot {
-        Snapshot {
-            deliveries: self.deliveries - before.deliveries,
-            fanout_sum: self.fanout_sum - before.fanout_sum,
-            fanout_count: self.fanout_count - before.fanout_count,
-            gateway_cpu: self.gateway_cpu - before.gateway_cpu,
-            clients_cpu: self.clients_cpu - before.clients_cpu,
-            redis_cpu: self.redis_cpu - before.redis_cpu,
-        }
-    }
-
-    /// The fan-out task's time per broadcast, in ms.
-    fn fanout_ms(self) -> f64 {
-        self.fanout_sum * 1000.0 / self.fanout_count.max(1.0)
-    }
-
-    fn cpu(self) -> String {
-        format!(
-            "CPU gateway {:.2} s, clients {:.2} s, Redis {:.2} s",
-            self.gateway_cpu, self.clients_cpu, self.redis_cpu
-        )
-    }
-}
-
-/// The admin listener's `/metrics` text.
-async fn admin_metrics(admin: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(admin).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
-}
-
 /// A time-deal event as the shop publishes it, numbered and stamped.
 fn deal(seq: usize) -> String {
     format!(
@@ -143,11 +81,13 @@ struct Fixture<'a> {
     seq: usize,
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+/// Runs the phase on a fresh gateway (`started_gateway` is told its pid); returns its figures.
+pub async fn run(args: &Args, started_gateway: impl FnOnce(u32)) -> anyhow::Result<Value> {
     let a = &args.sync;
     let total = a.broadcast_sessions;
     let personal = a.personal.min(total);
     let gw = start_gateway(&args.redis, None).await?;
+    started_gateway(gw.child.id());
     let url = format!("ws://{}/ws/notifications/websocket", gw.addr);
     println!(
         "broadcast: {total} sessions on {TIMEDEALS} ({personal} also on their own queue), one gateway"
@@ -180,18 +120,27 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         redis_pid: pid_of("redis-server"),
         seq: 0,
     };
+    let opened_secs = started.elapsed().as_secs_f64();
     let result = async {
-        single_broadcasts(&mut phase).await?;
-        let quiet = personal_stream(&mut phase, None).await?;
+        let single = single_broadcasts(&mut phase).await?;
+        let (quiet, without) = personal_stream(&mut phase, None).await?;
         let every = Duration::from_millis(a.broadcast_every_ms.max(1));
-        let busy = personal_stream(&mut phase, Some(every)).await?;
+        let (busy, with) = personal_stream(&mut phase, Some(every)).await?;
         println!(
             "  personal p99 with broadcasts / without: {:.1}x ({:.1} ms vs {:.1} ms)",
             busy as f64 / quiet.max(1) as f64,
             ms(busy),
             ms(quiet)
         );
-        anyhow::Ok(())
+        anyhow::Ok(json!({
+            "sessions": total,
+            "personal_sessions": personal,
+            "opened_secs": round2(opened_secs),
+            "single": single,
+            "personal_without_broadcasts": without,
+            "personal_with_broadcasts": with,
+            "personal_p99_ratio": round2(busy as f64 / quiet.max(1) as f64),
+        }))
     }
     .await;
     for listener in listeners {
@@ -216,10 +165,12 @@ async fn publish(
     Ok(())
 }
 
-async fn single_broadcasts(phase: &mut Fixture<'_>) -> anyhow::Result<()> {
+/// Single broadcasts, one at a time; returns their figures.
+async fn single_broadcasts(phase: &mut Fixture<'_>) -> anyhow::Result<Value> {
     let total = phase.args.sync.broadcast_sessions;
     let mut redis = phase.redis.get_multiplexed_async_connection().await?;
     let (mut to_last, mut rates) = (Vec::new(), Vec::new());
+    let (mut each, mut cpu_per_delivery) = (Vec::new(), Vec::new());
     for _ in 0..phase.args.sync.broadcasts {
         tokio::time::sleep(SETTLE).await;
         let before = Snapshot::take(&phase.gw, &phase.fleet, phase.redis_pid).await;
@@ -248,6 +199,20 @@ async fn single_broadcasts(phase: &mut Fixture<'_>) -> anyhow::Result<()> {
         );
         to_last.push(last);
         rates.push(rate as u64);
+        // Nanoseconds, to sort as integers.
+        cpu_per_delivery.push((used.gateway_cpu * 1e9 / arrival.received.max(1) as f64) as u64);
+        let mut figures = json!({
+            "seq": seq,
+            "received": arrival.received,
+            "complete": complete,
+            "publish_to_first_ms": round2(ms(arrival.first_us.saturating_sub(published))),
+            "publish_to_last_ms": round2(ms(last)),
+            "deliveries_per_sec": rate.round(),
+            "fanout_task_ms": round2(used.fanout_ms()),
+            "deliveries_counted": used.deliveries,
+        });
+        merge(&mut figures, used.cpu_json());
+        each.push(figures);
     }
     to_last.sort_unstable();
     rates.sort_unstable();
@@ -257,12 +222,31 @@ async fn single_broadcasts(phase: &mut Fixture<'_>) -> anyhow::Result<()> {
         ms(to_last.last().copied().unwrap_or(0)),
         percentile(&rates, 0.5)
     );
-    Ok(())
+    cpu_per_delivery.sort_unstable();
+    Ok(json!({
+        "broadcasts": each.len(),
+        "publish_to_last_median_ms": round2(ms(percentile(&to_last, 0.5))),
+        "publish_to_last_max_ms": round2(ms(to_last.last().copied().unwrap_or(0))),
+        "deliveries_per_sec_median": percentile(&rates, 0.5),
+        "gateway_cpu_us_per_delivery_median": round2(percentile(&cpu_per_delivery, 0.5) as f64 / 1e3),
+        "each": each,
+    }))
+}
+
+/// Adds the fields of `more` to the object `into`.
+fn merge(into: &mut Value, more: Value) {
+    if let (Value::Object(into), Value::Object(more)) = (into, more) {
+        into.extend(more);
+    }
 }
 
 /// Personal notifications paced at `--personal-rate` for `--stream-secs` to the sessions
-/// held here, with a broadcast every `every` meanwhile (None: none); returns the p99 (µs).
-async fn personal_stream(phase: &mut Fixture<'_>, every: Option<Duration>) -> anyhow::Result<u64> {
+/// held here, with a broadcast every `every` meanwhile (None: none); returns the p99 (µs)
+/// and the figures.
+async fn personal_stream(
+    phase: &mut Fixture<'_>,
+    every: Option<Duration>,
+) -> anyhow::Result<(u64, Value)> {
     let a = &phase.args.sync;
     let users = a.personal.min(a.broadcast_sessions) as u64;
     anyhow::ensure!(users > 0, "--personal must be at least 1");
@@ -342,6 +326,17 @@ async fn personal_stream(phase: &mut Fixture<'_>, every: Option<Duration>) -> an
         ms(latencies.last().copied().unwrap_or(0)),
         used.cpu()
     );
+    let mut figures = json!({
+        "rate_per_sec": rate,
+        "secs": a.stream_secs,
+        "broadcast_every_ms": every.map(|e| e.as_millis() as u64),
+        "expected": expected,
+        "received": got,
+        "p50_ms": round2(ms(percentile(&latencies, 0.5))),
+        "p99_ms": round2(ms(p99)),
+        "max_ms": round2(ms(latencies.last().copied().unwrap_or(0))),
+    });
+    merge(&mut figures, used.cpu_json());
     if !arrivals.is_empty() {
         let complete = arrivals.iter().filter(|(_, c)| *c).count();
         let deliveries: usize = arrivals.iter().map(|(a, _)| a.received).sum();
@@ -366,6 +361,18 @@ async fn personal_stream(phase: &mut Fixture<'_>, every: Option<Duration>) -> an
             deliveries as f64 / (span as f64 / 1e6),
             used.fanout_ms()
         );
+        merge(
+            &mut figures,
+            json!({
+                "broadcasts": arrivals.len(),
+                "broadcasts_complete": complete,
+                "broadcast_deliveries": deliveries,
+                "broadcast_deliveries_per_sec": (deliveries as f64 / (span as f64 / 1e6)).round(),
+                "publish_to_last_p50_ms": round2(ms(percentile(&lags, 0.5))),
+                "publish_to_last_max_ms": round2(ms(lags.last().copied().unwrap_or(0))),
+                "fanout_task_ms": round2(used.fanout_ms()),
+            }),
+        );
     }
-    Ok(p99)
+    Ok((p99, figures))
 }
