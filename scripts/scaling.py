@@ -149,7 +149,7 @@ class Source:
                 value = value[part]
             else:
                 raise InputError(
-                    f"{self.path} has no {dotted}: run `{BENCHES[self.name]}` (all phases) again"
+                    f"{self.path} has no {dotted}: run `{BENCHES[self.name]}` again"
                 )
         return value
 
@@ -238,10 +238,10 @@ def measured(src: dict) -> dict:
         raise InputError(f"{inbox.path}: results.endpoints is empty: run `{BENCHES['inbox']}` again")
     for i, e in enumerate(endpoints):
         name = e.get("endpoint", str(i)) if isinstance(e, dict) else str(i)
-        add(f"rest_{name}", inbox, f"results.endpoints.{i}.rest.req_per_sec", "req/s",
-            f"REST {e.get('label', name) if isinstance(e, dict) else name}")
+        label = e.get("label", name) if isinstance(e, dict) else name
+        add(f"rest_{name}", inbox, f"results.endpoints.{i}.rest.req_per_sec", "req/s", f"REST {label}")
         add(f"rest_{name}_us", inbox, f"results.endpoints.{i}.rest.cpu_us_per_request.gateway", "µs",
-            f"REST {name}: gateway CPU per request")
+            f"REST {label}: gateway CPU per request")
 
     add("single_rate", pubsub, "results.single_node.delivered_per_sec", "msg/s", "one Redis node, delivered")
     add("single_us", pubsub, "results.single_node.redis_cpu_us_per_message", "µs", "one Redis node, CPU per message")
@@ -270,7 +270,7 @@ def measured(src: dict) -> dict:
     index = next((i for i, c in enumerate(configs) if isinstance(c, dict) and c.get("kafka_properties") == ""), None)
     if index is None:
         raise InputError(f"{e2e.path} has no configuration with the shipped defaults: run `{BENCHES['e2e']}` again")
-    best = f"configurations.{index}.highest_sustainable"
+    best = f"configurations.{index}.figures.highest_sustainable"
     add("e2e_rate", e2e, f"{best}.rate_per_sec", "events/s", "end to end, highest sustainable rate (one of each, one machine)")
     add("e2e_p50", e2e, f"{best}.p50_ms", "ms", "end to end p50 at that rate")
     add("e2e_p99", e2e, f"{best}.p99_ms", "ms", "end to end p99 at that rate")

@@ -170,10 +170,10 @@ fn documents() -> Vec<(&'static str, Value)> {
     e2e["configurations"] = json!([{
         "name": "shipped defaults",
         "kafka_properties": "",
-        "highest_sustainable": {
+        "figures": { "highest_sustainable": {
             "rate_per_sec": 20000, "p50_ms": 5.0, "p99_ms": 40.0,
             "cpu_us_per_event": { "ingest": 30.0, "gateway": 15.0, "mariadb": 25.0, "redis": 4.0 },
-        },
+        } },
     }]);
     vec![
         ("load", load),
