@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Args;
 use crate::client::{Kind, Subscribe, Ws, next_text, open_many, open_session};
-use crate::process::{Gateway, cpu_seconds, now_micros, percentile, pid_of};
+use crate::process::{Gateway, cpu_seconds, now_micros, percentile, redis_pid};
 use crate::results::round2;
 
 /// CPU seconds each process used during a delivery run.
@@ -163,7 +163,7 @@ pub async fn gateway_deliveries(
     let readers = spawn_readers(sessions, Kind::Raw, &received, &latencies);
     let client = redis::Client::open(args.redis.as_str())?;
     let mut redis = client.get_multiplexed_async_connection().await?;
-    let redis_pid = pid_of("redis-server");
+    let redis_pid = redis_pid(&args.redis);
     let me = std::process::id();
     let cpu_before = (
         cpu_seconds(gw.child.id()),

@@ -91,8 +91,16 @@ pub fn rabbit_pid() -> Option<u32> {
     pid_of("beam.smp")
 }
 
-pub fn pid_of(name: &str) -> Option<u32> {
-    let out = Command::new("pgrep").args(["-f", name]).output().ok()?;
+/// The `redis-server` serving `url` (by its port: other Redis servers may run beside it).
+pub fn redis_pid(url: &str) -> Option<u32> {
+    let authority = url.split("://").nth(1)?.split('/').next()?;
+    let port = authority.rsplit_once(':').map_or("6379", |(_, port)| port);
+    pid_of(&format!("redis-server [^ ]*:{port}( |$)"))
+}
+
+/// The first process whose command line matches the extended regular expression `pattern`.
+pub fn pid_of(pattern: &str) -> Option<u32> {
+    let out = Command::new("pgrep").args(["-f", pattern]).output().ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()

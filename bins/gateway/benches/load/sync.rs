@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::Args;
 use crate::arrivals::{Fleet, Personal, Tally, listen, lock};
 use crate::client::{Kind, Subscribe, TIMEDEALS, open_many};
-use crate::process::{Gateway, now_micros, percentile, pid_of, start_gateway};
+use crate::process::{Gateway, now_micros, percentile, redis_pid, start_gateway};
 use crate::results::round2;
 use crate::snapshot::Snapshot;
 use crate::workers::{start_workers, stop_workers};
@@ -117,7 +117,7 @@ pub async fn run(args: &Args, started_gateway: impl FnOnce(u32)) -> anyhow::Resu
         fleet: Fleet::watch(own, workers),
         personal: received,
         redis: redis::Client::open(args.redis.as_str())?,
-        redis_pid: pid_of("redis-server"),
+        redis_pid: redis_pid(&args.redis),
         seq: 0,
     };
     let opened_secs = started.elapsed().as_secs_f64();
