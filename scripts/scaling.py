@@ -637,6 +637,16 @@ def render(src: dict, f: dict, command: str, overrides: list) -> str:
         lines.append(f"| {fmt(users)} | " + " | ".join(fmt(s["loads"][n]) for n in HARDNESS) + " |")
     lines += [
         "",
+        "Each cell is computed as in the headline section, with the users of its row; the",
+        "formulas with their inputs for every step:",
+    ]
+    for users in GROWTH_USERS:
+        s = step(f, users)
+        lines += ["", f"<details><summary>{fmt(users)} users</summary>", ""]
+        lines += table(s["gateway"] + s["redis"] + s["kafka"] + s["mysql"])
+        lines += ["", "</details>"]
+    lines += [
+        "",
         "## End to end, for comparison",
         "",
         f"One of each process on one machine sustained {f['e2e_rate']} (p50 {f['e2e_p50']},",
