@@ -345,11 +345,14 @@ async fn personal_stream(
             .map(|(a, _)| a.last_us)
             .max()
             .unwrap_or(done_us);
+        // Broadcasts the gateway dropped (its fan-out queue was full) never arrived: no lag.
         let mut lags: Vec<u64> = arrivals
             .iter()
             .zip(&published)
+            .filter(|((a, _), _)| a.received > 0)
             .map(|((a, _), at)| a.last_us.saturating_sub(*at))
             .collect();
+        let never_arrived = arrivals.len() - lags.len();
         lags.sort_unstable();
         let span = end.saturating_sub(started_us).max(1);
         println!(
@@ -366,6 +369,7 @@ async fn personal_stream(
             json!({
                 "broadcasts": arrivals.len(),
                 "broadcasts_complete": complete,
+                "broadcasts_never_arrived": never_arrived,
                 "broadcast_deliveries": deliveries,
                 "broadcast_deliveries_per_sec": (deliveries as f64 / (span as f64 / 1e6)).round(),
                 "publish_to_last_p50_ms": round2(ms(percentile(&lags, 0.5))),
