@@ -87,7 +87,10 @@ pub fn parse_payload(body: &[u8]) -> Result<Vec<String>, PayloadError> {
 /// A `jsonp_send` body's payload: the form field `d` (percent-decoded; none: empty) when
 /// the body is form-encoded, else the body itself.
 pub fn jsonp_payload(form: bool, body: &[u8]) -> Vec<u8> {
-    if !form {
+    // A form body is ASCII (percent-encoded). Raw bytes that are not UTF-8 would be replaced
+    // by U+FFFD in the decoding, one byte by three, so the payload could outgrow the body's
+    // limit: such a body goes on as it is, to be refused as broken JSON.
+    if !form || std::str::from_utf8(body).is_err() {
         return body.to_vec();
     }
     form_urlencoded::parse(body)
@@ -141,6 +144,17 @@ mod tests {
         assert_eq!(d(b"d=%zz"), "%zz");
         assert_eq!(d(b"p=1"), "");
         assert_eq!(jsonp_payload(false, b"d=%5B"), b"d=%5B");
+    }
+
+    /// Found by the fuzz target `sockjs_payload`: raw 0xff bytes in a form body came out as
+    /// U+FFFD, three bytes each, past the payload limit the body was read within.
+    #[test]
+    fn a_form_body_that_is_not_utf8_is_not_decoded_larger() {
+        let mut body = b"=d==".to_vec();
+        body.extend([0xff; 60]);
+        let payload = jsonp_payload(true, &body);
+        assert!(payload.len() <= body.len());
+        assert_eq!(parse_payload(&payload), Err(PayloadError::BrokenJson));
     }
 
     #[test]
