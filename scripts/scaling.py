@@ -331,13 +331,14 @@ def gateway(f: dict, users: int) -> tuple:
     us = max(f["burst_us"], f["paced_us"], key=lambda g: g.value)
     per_pod_deliveries = GATEWAY_POD_CORES * 1e6 * CPU_HEADROOM / us.value
     deliveries = peak * SESSIONS_PER_USER
-    bounds = {
-        "memory": ceil(sessions / by_memory),
-        "descriptors": ceil(sessions / by_fds),
-        "broadcast fan-out": ceil(sessions / by_broadcast),
-        "CPU at peak": ceil(deliveries / per_pod_deliveries),
+    ratios = {
+        "memory": sessions / by_memory,
+        "descriptors": sessions / by_fds,
+        "broadcast fan-out": sessions / by_broadcast,
+        "CPU at peak": deliveries / per_pod_deliveries,
     }
-    binding = max(bounds, key=lambda k: bounds[k])
+    bounds = {name: ceil(ratio) for name, ratio in ratios.items()}
+    binding = max(ratios, key=lambda k: ratios[k])
     pods = max(1, bounds[binding]) + SPARE_PODS
     rows = [
         Row("sessions", f"{fmt(users)} users × {a('SESSIONS_PER_USER')}", sessions),
@@ -366,8 +367,7 @@ def gateway(f: dict, users: int) -> tuple:
                     f"{fmt(sessions)} ÷ {fmt(active)} pods", ceil(sessions / active)))
     rows.append(Row("broadcast to everyone, PUBLISH → last session, s",
                     f"{fmt(sessions)} ÷ {fmt(active)} pods ÷ {fmt(bcast_pod)}/s", sessions / active / bcast_pod))
-    load = max(sessions / by_memory, sessions / by_fds, sessions / by_broadcast, deliveries / per_pod_deliveries)
-    return rows, pods, binding, load
+    return rows, pods, binding, ratios[binding]
 
 
 def redis(f: dict, users: int, gateway_pods: int) -> tuple:
