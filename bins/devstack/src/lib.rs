@@ -10,12 +10,14 @@
 //! and the dev endpoints; [`produce`] — checked requests to send events (the page's buttons
 //! and `devstack produce`); [`samples`] — a sample event per topic; [`npm`] — the page's
 //! client packages; [`redis_cluster`] — a private 3-master, 3-replica Redis Cluster for
-//! tests and benchmarks.
+//! tests and benchmarks; [`procs`] — child processes for benchmarks and reliability runs
+//! (killed on drop, the release binaries, tansu) and what `/proc` tells about them.
 
 pub mod cli;
 pub mod kafka;
 pub mod launch;
 pub mod npm;
+pub mod procs;
 pub mod produce;
 pub mod redis_cluster;
 pub mod samples;
