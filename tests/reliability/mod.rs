@@ -1,0 +1,181 @@
+//! The reliability cases (issue "Hardening") and their frame. A case drives real components
+//! (`ingest` as processes of its own, MariaDB, Redis, a tansu broker, TCP proxies it cuts)
+//! under a stated load and returns [`report::Findings`]: figures, and checks against stated
+//! bounds. The runner (`tests/benches/reliability/main.rs`) runs them at full scale and
+//! writes `RELIABILITY.md`; the fast test (`tests/tests/reliability.rs`) runs them small.
+//!
+//! Modules: [`report`] — findings, checks and the result files; [`markdown`] —
+//! `RELIABILITY.md`; [`launch`] — `ingest` as a process (the release binary or this test
+//! binary run again); [`services`] — a fresh database, the broker, URLs through proxies;
+//! [`stream`] — the seeded events and their paced producing; [`observe`] — what Redis
+//! carried, readiness, process peaks, dead letters; [`verdict`] — lost, duplicated,
+//! unpublished and the times; [`group`] — a consumer group's instances killed, restarted,
+//! joining and leaving. Cases: [`crash`], [`cuts`].
+//!
+//! A new case is a module with `pub fn case(ctx: &Ctx) -> CaseFuture<'_>` and one line in
+//! [`CASES`]; it picks its size from [`Ctx::scale`] and its randomness from [`Ctx::rng`].
+
+#![allow(dead_code)]
+
+pub mod crash;
+pub mod cuts;
+pub mod group;
+pub mod launch;
+pub mod markdown;
+pub mod observe;
+#[path = "../tests/support/proxy.rs"]
+pub mod proxy;
+pub mod report;
+pub mod services;
+pub mod stream;
+pub mod verdict;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use launch::Launcher;
+use report::{Findings, Report};
+use services::Services;
+
+/// What a case's function returns.
+pub type CaseFuture<'a> = BoxFuture<'a, anyhow::Result<Findings>>;
+
+/// One registered case.
+pub struct Case {
+    /// Its name on the command line and in file names.
+    pub name: &'static str,
+    /// Its heading in `RELIABILITY.md`.
+    pub title: &'static str,
+    pub run: fn(&Ctx) -> CaseFuture<'_>,
+}
+
+/// Every case, in the order `RELIABILITY.md` lists them.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "crash",
+        title: "Crash loop: ingest killed mid-stream, a second instance joins and leaves",
+        run: crash::case,
+    },
+    Case {
+        name: "cuts",
+        title: "Dependency cuts: MySQL, Redis, then the Kafka broker unreachable",
+        run: cuts::case,
+    },
+];
+
+/// The cases named in `names` (comma-separated lists allowed), in registry order; all of
+/// them when `names` is empty.
+pub fn select(names: &[String]) -> anyhow::Result<Vec<&'static Case>> {
+    let wanted: Vec<&str> = names
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in &wanted {
+        anyhow::ensure!(
+            CASES.iter().any(|c| c.name == *name),
+            "no case {name:?}; the cases: {}",
+            CASES.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(CASES
+        .iter()
+        .filter(|c| wanted.is_empty() || wanted.contains(&c.name))
+        .collect())
+}
+
+/// How big a run is: `Quick` for the test suite and `--quick` (seconds per case), `Full`
+/// for the figures in `RELIABILITY.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Quick,
+    Full,
+}
+
+impl Scale {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Quick => "quick",
+            Scale::Full => "full",
+        }
+    }
+
+    /// The longest a case may take before it is stopped and failed.
+    pub fn case_limit(self) -> Duration {
+        match self {
+            Scale::Quick => Duration::from_secs(240),
+            Scale::Full => Duration::from_secs(1200),
+        }
+    }
+}
+
+/// What every case gets.
+pub struct Ctx {
+    pub scale: Scale,
+    pub seed: u64,
+    pub launcher: Launcher,
+    pub services: Services,
+    /// Where each case's logs go (a directory per case).
+    pub log_dir: PathBuf,
+    /// The command that runs one case again: `{case}` and `{seed}` are filled in.
+    pub rerun: String,
+    /// Keep each case's database (its name is in the notes) instead of dropping it.
+    pub keep_data: bool,
+}
+
+impl Ctx {
+    pub fn quick(&self) -> bool {
+        self.scale == Scale::Quick
+    }
+
+    /// A random generator for `case`: the run's seed mixed with the case's name, so a case
+    /// draws the same with the same seed whatever ran before it.
+    pub fn rng(&self, case: &str) -> StdRng {
+        let mixed = case
+            .bytes()
+            .fold(self.seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        StdRng::seed_from_u64(mixed)
+    }
+
+    /// The case's own log directory, created empty.
+    pub fn case_log_dir(&self, case: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.log_dir.join(case);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    fn command(&self, case: &str) -> String {
+        self.rerun
+            .replace("{case}", case)
+            .replace("{seed}", &self.seed.to_string())
+    }
+}
+
+/// Runs one case within its time limit; its error or time-out becomes a failed report.
+pub async fn run_case(case: &Case, ctx: &Ctx) -> Report {
+    let started = Instant::now();
+    let mut report = Report::start(case.name, case.title, &ctx.command(case.name), ctx);
+    report::say(&format!(
+        "== {} ({}, seed {}): {}",
+        case.name,
+        ctx.scale.name(),
+        ctx.seed,
+        case.title
+    ));
+    let limit = ctx.scale.case_limit();
+    let outcome = match tokio::time::timeout(limit, (case.run)(ctx)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(anyhow::anyhow!("the case did not finish within {limit:?}")),
+    };
+    report.finish(outcome, started.elapsed());
+    report::say(&report.summary());
+    report
+}
