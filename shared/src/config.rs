@@ -84,7 +84,16 @@ impl fmt::Debug for RedisArgs {
             .field("url", &self.url.as_deref().map(redact_url))
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("cluster_nodes", &self.cluster_nodes)
+            .field(
+                "cluster_nodes",
+                &self.cluster_nodes.as_deref().map(|nodes| {
+                    nodes
+                        .split(',')
+                        .map(redact_url)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+            )
             .field("channel_prefix", &self.channel_prefix)
             .finish()
     }
@@ -200,6 +209,20 @@ mod tests {
         let cli = Cli::parse_from(["x", "--redis-url", "rediss://:r3dis-pw@cache/"]);
         let debug = format!("{:?}", cli.redis);
         assert!(!debug.contains("r3dis-pw"), "password only: {debug}");
+    }
+
+    #[test]
+    fn debug_never_shows_a_cluster_password() {
+        let args = RedisArgs {
+            url: None,
+            host: "localhost".into(),
+            port: 6379,
+            cluster_nodes: Some("redis://:s3cret-pw@a:1,redis://:s3cret-pw@b:2".into()),
+            channel_prefix: "notification:".into(),
+        };
+        let debug = format!("{args:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("a:1") && debug.contains("b:2"), "{debug}");
     }
 
     #[test]
