@@ -5,18 +5,25 @@
 //!    skipped) — timed from the first stored record to the last, so the consumer-group
 //!    join is not counted;
 //! 3. baseline: the same N rows written straight into MariaDB with multi-row
-//!    `INSERT IGNORE` (500 rows a statement, autocommit) into a fresh table.
+//!    `INSERT IGNORE` (500 rows a statement, autocommit) into a fresh table;
+//! 4. the store alone: the same rows through `Store::store_batch`, batches split over
+//!    `--store-parallelism` concurrent transactions as ingest splits them.
 //!
-//! Prints events/s for both and the ratio. Run: `cargo bench -p ingest --bench throughput`
-//! (`-- --events 200000 --bootstrap 127.0.0.1:9092` for an external broker such as tansu).
+//! Prints events/s for each, ingest's store conflicts, and the ratio of ingest to the
+//! baseline, and writes them to `target/bench-results/throughput.json` (read by
+//! `scripts/scaling.py`). Run: `cargo bench -p ingest --bench throughput` (`-- --store-parallelism 1`
+//! to store each batch in one transaction instead of ingest's default two; `-- --events 200000 --bootstrap
+//! 127.0.0.1:9092` for an external broker such as tansu).
 
 #![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use futures_util::future::join_all;
 use ingest::config::IngestConfig;
 use ingest::consumer::Ingest;
+use ingest::store::{Incoming, SourceRecord, Store};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -29,6 +36,8 @@ use sqlx::{Connection, Executor, MySqlConnection, QueryBuilder};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 3;
+/// Partitions over all 12 topics.
+const PARTITIONS_TOTAL: usize = 12 * PARTITIONS as usize;
 const BASELINE_ROWS_PER_STATEMENT: usize = 500;
 
 #[derive(Parser)]
@@ -47,9 +56,13 @@ struct Args {
     /// Ingest batch size.
     #[arg(long, default_value_t = 4000)]
     batch_size: usize,
-    /// Concurrent store transactions per batch.
-    #[arg(long, default_value_t = 1)]
+    /// Concurrent store transactions per batch (`INGEST_STORE_PARALLELISM`), for ingest and
+    /// for the store alone.
+    #[arg(long, default_value_t = 2)]
     store_parallelism: usize,
+    /// Results file; `target/bench-results/throughput.json` when absent.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     /// Cargo passes --bench; ignore it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -241,10 +254,32 @@ async fn run_ingest(
         "          {batches} batches, {:.0} records a batch on average",
         metrics.batch_size.get_sample_sum() / batches.max(1) as f64
     );
+    let conflicts = counts(&metrics.store_conflicts);
+    let outages = counts(&metrics.outage_waits);
+    println!("          store conflicts: {conflicts}; outage waits: {outages}");
     shutdown.cancel();
     task.await??;
     let rate = (n - at_start) as f64 / elapsed.as_secs_f64();
     Ok((rate, elapsed))
+}
+
+/// A counter family as `label=value` pairs ("none" when empty).
+fn counts(family: &prometheus::IntCounterVec) -> String {
+    use prometheus::core::Collector;
+    let pairs: Vec<String> = family
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|m| {
+            let label = m.get_label().first().map_or("", |l| l.value());
+            format!("{label}={}", m.get_counter().get_value())
+        })
+        .collect();
+    if pairs.is_empty() {
+        "none".to_owned()
+    } else {
+        pairs.join(", ")
+    }
 }
 
 async fn baseline(server: &str, events: &[(EventKind, String)]) -> anyhow::Result<(f64, Duration)> {
@@ -283,35 +318,59 @@ async fn baseline(server: &str, events: &[(EventKind, String)]) -> anyhow::Resul
     Ok((events.len() as f64 / elapsed.as_secs_f64(), elapsed))
 }
 
-/// The store alone (no Kafka, no Redis): the same rows in batches of `batch_size`.
+/// The store alone (no Kafka, no Redis): the same rows in batches of `batch_size`, each
+/// batch split over `parallelism` concurrent transactions as ingest splits it (by
+/// partition, here `i % PARTITIONS_TOTAL`, each key written by one transaction, the rest
+/// held back for a last one).
 async fn store_only(
     server: &str,
     events: &[(EventKind, String)],
     batch_size: usize,
-) -> anyhow::Result<(f64, Duration)> {
+    parallelism: usize,
+) -> anyhow::Result<(f64, Duration, String)> {
     let name = format!("bench_store_{}", rand::random::<u32>());
     let url = fresh_database(server, &name).await?;
-    let store = ingest::store::Store::new(ingest::store::connect(&url, 2).await?);
-    let incoming: Vec<ingest::store::Incoming> = events
+    let connections = u32::try_from(parallelism.max(1))?;
+    let conflicts = ingest::metrics::Metrics::new().store_conflicts;
+    let store = Store::new(ingest::store::connect(&url, connections).await?)
+        .with_conflict_counter(conflicts.clone());
+    let incoming: Vec<Incoming> = events
         .iter()
         .enumerate()
-        .map(|(i, (k, v))| ingest::store::Incoming {
+        .map(|(i, (k, v))| Incoming {
             notification: convert(*k, v.as_bytes()).unwrap().unwrap(),
-            source: Some(ingest::store::SourceRecord {
+            source: Some(SourceRecord {
                 topic: "bench".into(),
-                partition: 0,
+                partition: (i % PARTITIONS_TOTAL) as i32,
                 offset: i as i64,
             }),
         })
         .collect();
     let start = Instant::now();
     for batch in incoming.chunks(batch_size) {
-        store.store_batch(batch).await?;
+        let inputs = batch.iter().map(|i| {
+            let source = i.source.as_ref().expect("source");
+            (
+                source.topic.as_str(),
+                source.partition,
+                i.notification.dedup_key(),
+            )
+        });
+        let split = ingest::parallel::split(inputs, parallelism);
+        let part = |positions: &[usize]| -> Vec<Incoming> {
+            positions.iter().map(|p| batch[*p].clone()).collect()
+        };
+        let parts: Vec<Vec<Incoming>> = split.groups.iter().map(|g| part(g)).collect();
+        for stored in join_all(parts.iter().map(|p| store.store_batch(p))).await {
+            stored?;
+        }
+        store.store_batch(&part(&split.held_back)).await?;
     }
     let elapsed = start.elapsed();
     store.pool().close().await;
     drop_database(server, &name).await;
-    Ok((events.len() as f64 / elapsed.as_secs_f64(), elapsed))
+    let rate = events.len() as f64 / elapsed.as_secs_f64();
+    Ok((rate, elapsed, counts(&conflicts)))
 }
 
 fn create_topics_external(bootstrap: &str, topics: &TopicMap) -> anyhow::Result<()> {
@@ -335,6 +394,7 @@ fn create_topics_external(bootstrap: &str, topics: &TopicMap) -> anyhow::Result<
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let start = Start::now();
     shared::telemetry::init(shared::telemetry::LogFormat::Text);
     let run = rand::random::<u32>();
     let mut topics = TopicMap::default();
@@ -386,11 +446,99 @@ async fn main() -> anyhow::Result<()> {
         "baseline: {raw_rate:>9.0} rows/s    ({:.2}s, INSERT IGNORE x{BASELINE_ROWS_PER_STATEMENT}, autocommit)",
         raw_time.as_secs_f64()
     );
-    let (store_rate, store_time) = store_only(&args.mysql, &events, args.batch_size).await?;
+    let (store_rate, store_time, store_conflicts) = store_only(
+        &args.mysql,
+        &events,
+        args.batch_size,
+        args.store_parallelism,
+    )
+    .await?;
     println!(
-        "store:    {store_rate:>9.0} rows/s    ({:.2}s, Store::store_batch alone, one connection)",
-        store_time.as_secs_f64()
+        "store:    {store_rate:>9.0} rows/s    ({:.2}s, Store::store_batch alone, {} concurrent; conflicts: {store_conflicts})",
+        store_time.as_secs_f64(),
+        args.store_parallelism
     );
-    println!("ratio:    {:.2}", ingest_rate / raw_rate);
+    let ratio = ingest_rate / raw_rate;
+    println!("ratio:    {ratio:.2}");
+    let results = serde_json::json!({
+        "events": events.len(),
+        "batch_size": args.batch_size,
+        "store_parallelism": args.store_parallelism,
+        "broker": if args.bootstrap.is_some() { "external" } else { "mock" },
+        "ingest_events_per_sec": ingest_rate.round(),
+        "raw_insert_rows_per_sec": raw_rate.round(),
+        "store_only_rows_per_sec": store_rate.round(),
+        "ratio": (ratio * 100.0).round() / 100.0,
+    });
+    let path = write_results(&args, &start, results)?;
+    println!("results written to {}", path.display());
     Ok(())
+}
+
+/// What the run records about itself before it starts.
+struct Start {
+    date: String,
+    load_average: f64,
+}
+
+impl Start {
+    fn now() -> Start {
+        Start {
+            date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0),
+        }
+    }
+}
+
+/// Writes `results` to `--out`, or `target/bench-results/throughput.json`, in the envelope
+/// every benchmark of this repository writes (read by `scripts/scaling.py`).
+fn write_results(
+    args: &Args,
+    start: &Start,
+    results: serde_json::Value,
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = match &args.out {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .ancestors()
+            .nth(3)
+            .ok_or_else(|| anyhow::anyhow!("cannot tell the target directory"))?
+            .join("bench-results")
+            .join("throughput.json"),
+    };
+    let passed: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--bench")
+        .collect();
+    let mut command = "cargo bench -p ingest --bench throughput".to_owned();
+    if !passed.is_empty() {
+        command = format!("{command} -- {}", passed.join(" "));
+    }
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let document = serde_json::json!({
+        "bench": "throughput",
+        "command": command,
+        "date": start.date,
+        "commit": commit,
+        "what": "ingest events/s (Kafka → MySQL → Redis) against raw batch INSERTs into the same MariaDB",
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "load_average_at_start": start.load_average,
+        },
+        "results": results,
+    });
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&document)? + "\n")?;
+    Ok(path)
 }

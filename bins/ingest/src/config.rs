@@ -132,11 +132,20 @@ pub struct RunArgs {
         default_value_t = 5
     )]
     pub batch_linger_ms: u64,
-    /// Concurrent store transactions per batch; a partition's records always share one.
+    /// Concurrent store transactions per batch, each on a pooled connection (at most
+    /// --database-max-connections). A batch is split by partition (a partition's records
+    /// share one transaction, so their order holds) and each dedup key is written by one
+    /// transaction; records repeating a key another transaction writes are stored after
+    /// them. More than 1 pays when batches span several partitions (catching up, a busy
+    /// instance) and the database has CPU to spare while a transaction waits on its round
+    /// trips and commit: a primary with idle cores, a higher commit latency (remote or
+    /// replicated storage). On 2 cores shared by ingest, the broker and MariaDB, 2 stored
+    /// 1.2–1.4 times the events/s of 1, 4 no more than 2 (README: Benchmark: ingest
+    /// throughput).
     #[arg(
         long = "store-parallelism",
         env = "INGEST_STORE_PARALLELISM",
-        default_value_t = 1
+        default_value_t = 2
     )]
     pub store_parallelism: usize,
     /// Record values larger than this are dead-lettered unread.
@@ -236,7 +245,7 @@ impl IngestConfig {
             batch_size: 4000,
             batch_linger: Duration::from_millis(5),
             max_event_bytes: 1024 * 1024,
-            store_parallelism: 1,
+            store_parallelism: 2,
             dlt_replication_factor: 1,
             admin_addr: None,
             shutdown_deadline: Duration::from_secs(20),
@@ -249,6 +258,14 @@ impl TryFrom<RunArgs> for IngestConfig {
 
     fn try_from(args: RunArgs) -> Result<Self, Self::Error> {
         anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+        let store_parallelism = args.store_parallelism.max(1);
+        anyhow::ensure!(
+            store_parallelism <= args.database.max_connections as usize,
+            "--store-parallelism ({store_parallelism}) exceeds --database-max-connections ({}): \
+             each concurrent store transaction holds a pooled connection, and one that waits \
+             5 s for a connection is taken for a database outage",
+            args.database.max_connections
+        );
         let topics = args.topics.topic_map().map_err(anyhow::Error::msg)?;
         Ok(IngestConfig {
             bootstrap_servers: args.kafka.bootstrap_servers,
@@ -265,7 +282,7 @@ impl TryFrom<RunArgs> for IngestConfig {
             batch_size: args.batch_size,
             batch_linger: Duration::from_millis(args.batch_linger_ms),
             max_event_bytes: args.max_event_bytes,
-            store_parallelism: args.store_parallelism.max(1),
+            store_parallelism,
             dlt_replication_factor: args.dlt_replication_factor,
             admin_addr: Some(args.admin_addr),
             shutdown_deadline: Duration::from_millis(args.shutdown_deadline_ms),
@@ -319,6 +336,46 @@ mod consumer_defaults {
                 ("fetch.wait.max.ms", "500"),
                 ("security.protocol", "SASL_SSL"),
             ])
+        );
+    }
+}
+
+#[cfg(test)]
+mod store_parallelism {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<IngestConfig> {
+        let command = Command::parse_from([&["ingest"], args].concat());
+        IngestConfig::try_from(command.run)
+    }
+
+    #[test]
+    fn parallelism_up_to_the_pool_is_accepted() {
+        assert_eq!(config(&[]).unwrap().store_parallelism, 2);
+        let args = [
+            "--store-parallelism",
+            "4",
+            "--database-max-connections",
+            "4",
+        ];
+        assert_eq!(config(&args).unwrap().store_parallelism, 4);
+    }
+
+    #[test]
+    fn parallelism_beyond_the_pool_is_refused() {
+        let err = config(&["--store-parallelism", "11"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("exceeds --database-max-connections (10)"),
+            "{err}"
         );
     }
 }

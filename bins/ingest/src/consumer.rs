@@ -136,7 +136,7 @@ impl Ingest {
         consumer.subscribe(&topics)?;
 
         let pipeline = Pipeline {
-            store: Store::new(pool),
+            store: Store::new(pool).with_conflict_counter(metrics.store_conflicts.clone()),
             publisher,
             dlt,
             topics: config.topics.clone(),

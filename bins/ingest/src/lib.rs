@@ -9,7 +9,9 @@
 //! - [`group`]: the consumer group: callbacks, rebalances, pause/resume, offset commits.
 //! - [`pending`]: records received and not yet in a batch.
 //! - [`pipeline`]: one batch: decode → convert → store → publish, failures by kind.
+//! - [`parallel`]: a batch split into concurrent store transactions.
 //! - [`store`]: batch writes with race-free dedup.
+//! - [`conflict`]: write conflicts between concurrent store transactions, run again.
 //! - [`publish`]: pipelined Redis `PUBLISH`.
 //! - [`dlt`]: dead-letter topics, their partitions and headers.
 //! - [`record`]: a consumed record, and the dead letter of one that cannot be a notification.
@@ -21,6 +23,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod conflict;
 pub mod consumer;
 pub mod dlt;
 pub mod dry_run;
@@ -28,6 +31,7 @@ pub mod error;
 pub mod group;
 pub mod kafka_log;
 pub mod metrics;
+pub mod parallel;
 pub mod pending;
 pub mod pipeline;
 pub mod publish;

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub outage_waits: IntCounterVec,
     /// 1 while the dependency is unavailable.
     pub dependency_down: IntGaugeVec,
+    /// Store transactions rolled back and run again because a concurrent writer got in the
+    /// way, by kind: deadlock, lock_wait_timeout, duplicate_race, missing_row. Not an outage.
+    pub store_conflicts: IntCounterVec,
     /// Messages behind the high watermark, summed over this instance's partitions.
     pub consumer_lag: IntGauge,
     /// Consumer group rebalance events seen by this instance: assign, revoke.
@@ -83,6 +86,14 @@ impl Metrics {
             &["dependency"],
         )
         .expect("metric");
+        let store_conflicts = IntCounterVec::new(
+            Opts::new(
+                "store_conflicts_total",
+                "Store transactions run again after a conflict with a concurrent writer",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
         let consumer_lag = IntGauge::new(
             "consumer_lag",
             "Messages behind the high watermark on this instance's partitions",
@@ -113,6 +124,7 @@ impl Metrics {
             Box::new(kafka_to_publish_seconds.clone()),
             Box::new(outage_waits.clone()),
             Box::new(dependency_down.clone()),
+            Box::new(store_conflicts.clone()),
             Box::new(consumer_lag.clone()),
             Box::new(rebalances.clone()),
             Box::new(consumer_paused.clone()),
@@ -128,6 +140,7 @@ impl Metrics {
             kafka_to_publish_seconds,
             outage_waits,
             dependency_down,
+            store_conflicts,
             consumer_lag,
             rebalances,
             consumer_paused,

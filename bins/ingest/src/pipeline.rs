@@ -1,6 +1,6 @@
 //! One batch of Kafka records: decode → convert → store (one transaction per group of
-//! partitions) → publish → (the caller commits offsets). Nothing here returns before each
-//! record of the batch is done with:
+//! partitions, see [`crate::parallel`]) → publish → (the caller commits offsets). Nothing
+//! here returns before each record of the batch is done with:
 //!
 //! - a record that is invalid in itself goes to its DLT at once;
 //! - a record the database refuses is retried `retry_max_attempts` times, `retry_interval`
@@ -12,10 +12,12 @@
 //! - an unavailable database, Redis or DLT producer is nobody's fault: the batch waits with
 //!   capped, jittered backoff until the dependency is back (readiness is false meanwhile) and
 //!   nothing is dead-lettered or dropped for it. Only the shutdown deadline abandons a batch,
-//!   and an abandoned batch is not committed, so it is consumed again.
+//!   and an abandoned batch is not committed, so it is consumed again;
+//! - a conflict with a concurrent store transaction (a deadlock, a lock wait timeout) is
+//!   neither: the store runs the transaction again itself ([`crate::conflict`]) and
+//!   readiness is untouched.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ use crate::admin::{Dependency, Health};
 use crate::dlt::DltProducer;
 use crate::error::DltError;
 use crate::metrics::Metrics;
+use crate::parallel;
 use crate::publish::{Destination, Outgoing, Publisher};
 use crate::record::{DeadLetter, Record, RecordError};
 use crate::store::{Incoming, Outcome, SourceRecord, Store, StoreError, Stored};
@@ -73,6 +76,9 @@ enum Decoded {
     /// Nothing (valid, but no notification).
     Nothing,
 }
+
+/// One group's results (in its input order), dead letters and counts.
+type Part = (Vec<Option<Stored>>, Vec<DeadLetter>, Tally);
 
 /// Per-topic outcome counts of one batch, applied to the metrics at the end.
 #[derive(Default)]
@@ -211,9 +217,9 @@ impl Pipeline {
         })
     }
 
-    /// Stores the batch as `store_parallelism` concurrent transactions. Records of one
-    /// partition always go to the same transaction, in order, so per-partition order holds;
-    /// keys shared across transactions are settled by the UNIQUE index.
+    /// Stores the batch as up to `store_parallelism` concurrent transactions, split as
+    /// [`parallel`] says: by partition, each key written by one of them; the records held
+    /// back go in a last transaction once the others have committed.
     async fn store_all(
         &self,
         records: &[Record],
@@ -221,31 +227,17 @@ impl Pipeline {
         letters: &mut Vec<DeadLetter>,
         tally: &mut Tally,
     ) -> Vec<Option<Stored>> {
-        let groups = self.store_parallelism.max(1);
-        if groups == 1 {
+        if self.store_parallelism <= 1 {
             return self.store_group(records, to_store, letters, tally).await;
         }
-        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); groups];
-        for (position, (index, _)) in to_store.iter().enumerate() {
+        let inputs = to_store.iter().map(|(index, incoming)| {
             let record = &records[*index];
-            parts[partition_group(&record.topic, record.partition, groups)].push(position);
-        }
-        let stores =
-            parts
-                .iter()
-                .filter(|positions| !positions.is_empty())
-                .map(|positions| async move {
-                    let items: Vec<(usize, Incoming)> =
-                        positions.iter().map(|p| to_store[*p].clone()).collect();
-                    let mut letters = Vec::new();
-                    let mut tally = Tally::default();
-                    let results = self
-                        .store_group(records, &items, &mut letters, &mut tally)
-                        .await;
-                    (positions, results, letters, tally)
-                });
+            let key = incoming.notification.dedup_key();
+            (record.topic.as_str(), record.partition, key)
+        });
+        let split = parallel::split(inputs, self.store_parallelism);
         let mut merged = vec![None; to_store.len()];
-        for (positions, results, group_letters, group_tally) in join_all(stores).await {
+        let mut merge = |positions: &[usize], (results, group_letters, group_tally): Part| {
             for (position, result) in positions.iter().zip(results) {
                 merged[*position] = result;
             }
@@ -253,8 +245,36 @@ impl Pipeline {
             for (key, n) in group_tally.0 {
                 *tally.0.entry(key).or_default() += n;
             }
+        };
+        let stores = split
+            .groups
+            .iter()
+            .map(|positions| self.store_part(records, to_store, positions));
+        for (positions, part) in split.groups.iter().zip(join_all(stores).await) {
+            merge(positions, part);
+        }
+        if !split.held_back.is_empty() {
+            let part = self.store_part(records, to_store, &split.held_back).await;
+            merge(&split.held_back, part);
         }
         merged
+    }
+
+    /// Stores the inputs at `positions` of `to_store` as one group.
+    async fn store_part(
+        &self,
+        records: &[Record],
+        to_store: &[(usize, Incoming)],
+        positions: &[usize],
+    ) -> Part {
+        let items: Vec<(usize, Incoming)> =
+            positions.iter().map(|p| to_store[*p].clone()).collect();
+        let mut letters = Vec::new();
+        let mut tally = Tally::default();
+        let results = self
+            .store_group(records, &items, &mut letters, &mut tally)
+            .await;
+        (results, letters, tally)
     }
 
     /// Stores one group in one transaction. When the database refuses the group's data,
@@ -360,13 +380,6 @@ impl Pipeline {
             }
         }
     }
-}
-
-/// Which concurrent store transaction a partition's records go to.
-fn partition_group(topic: &str, partition: i32, groups: usize) -> usize {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (topic, partition).hash(&mut hasher);
-    (hasher.finish() % groups as u64) as usize
 }
 
 /// Waits out an unavailable dependency with capped, jittered backoff; while it is down,

@@ -91,7 +91,7 @@ httpGet:
 {{- fail (printf "ingest.replicas (%d) exceeds kafka.partitions (%d): the instances beyond the partition count would idle" (int .Values.ingest.replicas) (int .Values.kafka.partitions)) }}
 {{- end }}
 {{- $ingestEnv := default dict .Values.ingest.env }}
-{{- $storeParallelism := int (default (default 1 .Values.ingest.storeParallelism) (index $ingestEnv "INGEST_STORE_PARALLELISM")) }}
+{{- $storeParallelism := int (default (default 2 .Values.ingest.storeParallelism) (index $ingestEnv "INGEST_STORE_PARALLELISM")) }}
 {{- $ingestPool := int (default .Values.database.maxConnections (index $ingestEnv "DATABASE_MAX_CONNECTIONS")) }}
 {{- if gt $storeParallelism $ingestPool }}
 {{- fail (printf "ingest's store parallelism (%d) exceeds its database pool (%d, database.maxConnections): each concurrent store transaction holds a pooled connection, and one that waits 5 s for a connection is taken for a database outage" $storeParallelism $ingestPool) }}
