@@ -1,7 +1,7 @@
 //! The reliability cases of `tests/reliability/` at small scale (what the runner's `--quick`
-//! runs), each asserted to pass every check. `ingest` runs as processes of its own: this
-//! test binary run again with the ignored `reliability_child_process` selected, which runs
-//! `ingest run` as the binary does. `RELIABILITY_CASES=crash` runs some cases only,
+//! runs), each asserted to pass every check. `ingest` and `gateway` run as processes of their
+//! own: this test binary run again with the ignored `reliability_child_process` selected,
+//! which runs `ingest run` or the gateway as the binaries do. `RELIABILITY_CASES=crash` runs some cases only,
 //! `RELIABILITY_SEED=N` repeats a run's random choices (each run prints its seed),
 //! `RELIABILITY_KEEP_DATA=1` keeps the cases' databases. Results go to
 //! `target/reliability/test/`.
@@ -56,7 +56,8 @@ async fn every_reliability_case_passes_at_small_scale() {
     );
 }
 
-/// Not a test of its own: the cases' ingest processes (see `reliability::launch`).
+/// Not a test of its own: the cases' ingest and gateway processes (see
+/// `reliability::launch`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a child process of the reliability cases"]
 async fn reliability_child_process() {
@@ -95,6 +96,7 @@ fn a_seed_draws_the_same_stream_again() {
         seed,
         launcher: Launcher::Release {
             ingest: "ingest".into(),
+            gateway: "gateway".into(),
         },
         services: Services::from_env(),
         log_dir: std::env::temp_dir(),

@@ -1,7 +1,8 @@
 //! The reliability runner (issue "Hardening"): runs the cases of `tests/reliability/`
-//! against the release `ingest` binary (built first unless `--no-build`), MariaDB, Redis and
-//! tansu, writes each case's result to `target/reliability/<case>.json`, regenerates
-//! `RELIABILITY.md` from every result file present, and exits non-zero when a check failed.
+//! against the release `ingest` and `gateway` binaries (built first unless `--no-build`),
+//! MariaDB, Redis and tansu, writes each case's result to `target/reliability/<case>.json`,
+//! regenerates `RELIABILITY.md` from every result file present, and exits non-zero when a
+//! check failed.
 //!
 //! `cargo bench -p notify-tests --bench reliability [-- --cases crash,cuts] [--quick]
 //! [--seed N]`. `--quick` runs the cases small (as the test suite does), writes to
@@ -75,6 +76,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         seed,
         launcher: Launcher::Release {
             ingest: bins.ingest.clone(),
+            gateway: bins.gateway.clone(),
         },
         services: Services::from_env(),
         log_dir: base.join("logs"),
