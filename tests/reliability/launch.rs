@@ -48,7 +48,7 @@ impl Launcher {
         match self {
             Launcher::Release { .. } => "the release `gateway` binary".to_owned(),
             Launcher::SelfExec { .. } => {
-                "the gateway in a process of its own (the debug test binary)".to_owned()
+                "a process of its own running the gateway from the debug test binary".to_owned()
             }
         }
     }

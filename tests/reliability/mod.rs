@@ -1,5 +1,6 @@
 //! The reliability cases (issue "Hardening") and their frame. A case drives real components
-//! (`ingest` as processes of its own, MariaDB, Redis, a tansu broker, TCP proxies it cuts)
+//! (`ingest` and `gateway` as processes of their own, MariaDB, Redis, a Kafka broker, TCP
+//! proxies it cuts, browser-like STOMP sessions)
 //! under a stated load and returns [`report::Findings`]: figures, and checks against stated
 //! bounds. The runner (`tests/benches/reliability/main.rs`) runs them at full scale and
 //! writes `RELIABILITY.md`; the fast test (`tests/tests/reliability.rs`) runs them small.
@@ -10,15 +11,21 @@
 //! [`stream`] — the seeded events and their paced producing; [`observe`] — what Redis
 //! carried, readiness, process peaks, dead letters; [`verdict`] — lost, duplicated,
 //! unpublished and the times; [`group`] — a consumer group's instances killed, restarted,
-//! joining and leaving. Cases: [`crash`], [`cuts`].
+//! joining and leaving; [`stage`] — ingest and two gateways on one store for the delivery
+//! cases, whose sessions are [`clients`] (browser-like STOMP sessions that reconnect with
+//! `last-id`), whose stream is [`flood`] and whose resource trends are [`resources`].
+//! Cases: [`crash`], [`cuts`], [`restart`], [`soak`].
 //!
 //! A new case is a module with `pub fn case(ctx: &Ctx) -> CaseFuture<'_>` and one line in
-//! [`CASES`]; it picks its size from [`Ctx::scale`] and its randomness from [`Ctx::rng`].
+//! [`CASES`]; it picks its size from [`Ctx::scale`] and its randomness from [`Ctx::rng`]. A
+//! case that needs longer than [`Scale::case_limit`] at full scale says so in its entry.
 
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod crash;
 pub mod cuts;
+pub mod flood;
 pub mod group;
 pub mod launch;
 pub mod markdown;
@@ -26,7 +33,11 @@ pub mod observe;
 #[path = "../tests/support/proxy.rs"]
 pub mod proxy;
 pub mod report;
+pub mod resources;
+pub mod restart;
 pub mod services;
+pub mod soak;
+pub mod stage;
 pub mod stream;
 pub mod verdict;
 
@@ -51,6 +62,18 @@ pub struct Case {
     /// Its heading in `RELIABILITY.md`.
     pub title: &'static str,
     pub run: fn(&Ctx) -> CaseFuture<'_>,
+    /// Its time limit at full scale when it needs longer than [`Scale::case_limit`].
+    pub full_limit: Option<Duration>,
+}
+
+impl Case {
+    /// The longest this case may take at `scale`.
+    pub fn limit(&self, scale: Scale) -> Duration {
+        match (scale, self.full_limit) {
+            (Scale::Full, Some(limit)) => limit,
+            _ => scale.case_limit(),
+        }
+    }
 }
 
 /// Every case, in the order `RELIABILITY.md` lists them.
@@ -59,11 +82,26 @@ pub const CASES: &[Case] = &[
         name: "crash",
         title: "Crash loop: ingest killed mid-stream, a second instance joins and leaves",
         run: crash::case,
+        full_limit: None,
     },
     Case {
         name: "cuts",
         title: "Dependency cuts: MySQL, Redis, then the Kafka broker unreachable",
         run: cuts::case,
+        full_limit: None,
+    },
+    Case {
+        name: "restart",
+        title: "Gateway killed mid-flood: its sessions move to the other with `last-id`",
+        run: restart::case,
+        full_limit: None,
+    },
+    Case {
+        name: "soak",
+        title: "Soak: a steady stream to many sessions with reconnect churn, resource trends",
+        run: soak::case,
+        // Half an hour of stream, plus start-up and settling.
+        full_limit: Some(Duration::from_secs(45 * 60)),
     },
 ];
 
@@ -105,7 +143,8 @@ impl Scale {
         }
     }
 
-    /// The longest a case may take before it is stopped and failed.
+    /// The longest a case may take before it is stopped and failed (unless the case sets
+    /// a longer one for full scale).
     pub fn case_limit(self) -> Duration {
         match self {
             Scale::Quick => Duration::from_secs(240),
@@ -170,7 +209,7 @@ pub async fn run_case(case: &Case, ctx: &Ctx) -> Report {
         ctx.seed,
         case.title
     ));
-    let limit = ctx.scale.case_limit();
+    let limit = case.limit(ctx.scale);
     let outcome = match tokio::time::timeout(limit, (case.run)(ctx)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(anyhow::anyhow!("the case did not finish within {limit:?}")),
