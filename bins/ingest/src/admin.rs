@@ -16,16 +16,29 @@ use crate::metrics::Metrics;
 pub enum Dependency {
     Database,
     Redis,
+    /// The Kafka cluster as the consumer sees it: no broker connection up (see
+    /// [`crate::group::Reachability`]).
     Kafka,
+    /// The dead-letter producer cannot write a letter for now.
+    DltProducer,
 }
 
 impl Dependency {
+    /// Every dependency, in the order `/readyz` names them.
+    pub const ALL: [Dependency; 4] = [
+        Dependency::Database,
+        Dependency::Redis,
+        Dependency::Kafka,
+        Dependency::DltProducer,
+    ];
+
     /// The dependency's metric label.
     pub fn name(self) -> &'static str {
         match self {
             Dependency::Database => "database",
             Dependency::Redis => "redis",
             Dependency::Kafka => "kafka",
+            Dependency::DltProducer => "dlt_producer",
         }
     }
 }
@@ -37,6 +50,7 @@ pub struct Health {
     database_down: AtomicBool,
     redis_down: AtomicBool,
     kafka_down: AtomicBool,
+    dlt_producer_down: AtomicBool,
 }
 
 impl Health {
@@ -45,6 +59,7 @@ impl Health {
             Dependency::Database => &self.database_down,
             Dependency::Redis => &self.redis_down,
             Dependency::Kafka => &self.kafka_down,
+            Dependency::DltProducer => &self.dlt_producer_down,
         }
     }
 
@@ -65,7 +80,7 @@ impl Health {
 
     /// `/readyz`'s answer: ready, or what is missing.
     pub fn readiness(&self) -> Result<(), String> {
-        let down: Vec<&str> = [Dependency::Database, Dependency::Redis, Dependency::Kafka]
+        let down: Vec<&str> = Dependency::ALL
             .iter()
             .filter(|d| self.flag(**d).load(Ordering::Relaxed))
             .map(|d| d.name())

@@ -54,6 +54,9 @@ const PAUSE_AFTER_MAX: Duration = Duration::from_secs(1);
 /// short enough to keep polling well within any sensible `max.poll.interval.ms`.
 const CONSUMER_ERROR_BACKOFF_START: Duration = Duration::from_millis(200);
 const CONSUMER_ERROR_BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// librdkafka's statistics interval: the lag gauge's refresh, and how soon readiness sees
+/// a broker answer again after an outage ([`crate::group::Reachability`]).
+const STATISTICS_INTERVAL_MS: &str = "1000";
 
 /// The store stage of one batch: stores it, then hands it to the publisher (false when the
 /// publisher is gone).
@@ -73,7 +76,8 @@ fn pause_after(kafka_properties: &[(String, String)]) -> Duration {
 }
 
 /// The consumer's librdkafka configuration: ingest's settings, then the consumer defaults
-/// ([`crate::config::CONSUMER_DEFAULTS`]) and `KAFKA_PROPERTIES`, which override both.
+/// ([`crate::config::CONSUMER_DEFAULTS`]) and `KAFKA_PROPERTIES`, which override both;
+/// except that statistics cannot be turned off (readiness needs them).
 fn consumer_config(config: &IngestConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
@@ -82,9 +86,16 @@ fn consumer_config(config: &IngestConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (key, value) in consumer_properties(&config.kafka_properties) {
         client.set(key, value);
+    }
+    if client.get("statistics.interval.ms") == Some("0") {
+        tracing::warn!(
+            "statistics.interval.ms=0 ignored: readiness learns from statistics that a \
+             Kafka broker answers again after an outage; using {STATISTICS_INTERVAL_MS}"
+        );
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     }
     client
 }
@@ -131,8 +142,9 @@ impl Ingest {
         )
         .await;
 
-        let consumer: IngestConsumer = consumer_config(&config)
-            .create_with_context(IngestContext::new(metrics.clone(), dlt.kafka_log()))?;
+        let consumer: IngestConsumer = consumer_config(&config).create_with_context(
+            IngestContext::new(metrics.clone(), dlt.kafka_log(), health.clone()),
+        )?;
         consumer.subscribe(&topics)?;
 
         let pipeline = Pipeline {
@@ -382,6 +394,21 @@ mod tests {
             assert_eq!(client.get(key), Some(value), "{key}");
         }
         assert_eq!(client.get("enable.auto.commit"), Some("false"));
+        assert_eq!(
+            client.get("statistics.interval.ms"),
+            Some(STATISTICS_INTERVAL_MS)
+        );
+    }
+
+    #[test]
+    fn statistics_can_be_slowed_but_not_turned_off() {
+        let slower = configured(&[("statistics.interval.ms", "5000")]);
+        assert_eq!(slower.get("statistics.interval.ms"), Some("5000"));
+        let off = configured(&[("statistics.interval.ms", "0")]);
+        assert_eq!(
+            off.get("statistics.interval.ms"),
+            Some(STATISTICS_INTERVAL_MS)
+        );
     }
 
     #[test]

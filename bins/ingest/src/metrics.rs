@@ -26,9 +26,10 @@ pub struct Metrics {
     /// time) to the moment its batch's Redis publish succeeded: one sample per published
     /// message; records without a timestamp are not observed.
     pub kafka_to_publish_seconds: Histogram,
-    /// Waits caused by an unavailable dependency (database, redis, kafka).
+    /// Waits caused by an unavailable dependency (database, redis, dlt_producer).
     pub outage_waits: IntCounterVec,
-    /// 1 while the dependency is unavailable.
+    /// 1 while the dependency is unavailable: database, redis, dlt_producer (a batch waits
+    /// for it), kafka (the consumer has no broker connection up).
     pub dependency_down: IntGaugeVec,
     /// Store transactions rolled back and run again because a concurrent writer got in the
     /// way, by kind: deadlock, lock_wait_timeout, duplicate_race, missing_row. Not an outage.

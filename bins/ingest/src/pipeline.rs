@@ -339,7 +339,7 @@ impl Pipeline {
     /// Sends the batch's dead letters, waiting out a Kafka outage; a letter that can never
     /// be written is logged and counted, and its record is done with.
     async fn send_letters(&self, letters: &[DeadLetter], tally: &mut Tally) {
-        let mut outage = Outage::new(self, Dependency::Kafka);
+        let mut outage = Outage::new(self, Dependency::DltProducer);
         for letter in letters {
             let record = &letter.record;
             loop {
