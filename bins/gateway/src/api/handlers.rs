@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
@@ -193,6 +194,16 @@ pub async fn unread_count(
     Ok(ok(CountBody::ByCategory(counts)))
 }
 
+/// The `{id}` path segment as a notification id: `C002` in the envelope also when the
+/// segment is not text at all (percent-escapes of bytes that are not UTF-8), which the
+/// `Path` extractor would answer with a bare 400 of its own.
+fn path_id(segment: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
+    match segment {
+        Ok(Path(text)) => params::id(&text),
+        Err(_) => params::id(""),
+    }
+}
+
 /// Marks one notification read (idempotent: `readAt` is set once).
 #[utoipa::path(
     put,
@@ -210,9 +221,9 @@ pub async fn unread_count(
 pub async fn read(
     State(state): State<Arc<ApiState>>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = params::id(&id)?;
+    let id = path_id(id)?;
     let inbox = state.inbox()?;
     let change = inbox
         .mark_read(&user, id, Utc::now())
@@ -270,9 +281,9 @@ pub async fn read_all(
 pub async fn remove(
     State(state): State<Arc<ApiState>>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = params::id(&id)?;
+    let id = path_id(id)?;
     let change = state
         .inbox()?
         .delete(&user, id)
