@@ -14,7 +14,7 @@
 //! joining and leaving; [`stage`] — ingest and two gateways on one store for the delivery
 //! cases, whose sessions are [`clients`] (browser-like STOMP sessions that reconnect with
 //! `last-id`), whose stream is [`flood`] and whose resource trends are [`resources`].
-//! Cases: [`crash`], [`cuts`], [`restart`], [`soak`].
+//! Cases: [`crash`], [`cuts`], [`restart`], [`soak`], [`hostile`], [`rest`], [`fuzz`].
 //!
 //! A new case is a module with `pub fn case(ctx: &Ctx) -> CaseFuture<'_>` and one line in
 //! [`CASES`]; it picks its size from [`Ctx::scale`] and its randomness from [`Ctx::rng`]. A
@@ -26,7 +26,9 @@ pub mod clients;
 pub mod crash;
 pub mod cuts;
 pub mod flood;
+pub mod fuzz;
 pub mod group;
+pub mod hostile;
 pub mod launch;
 pub mod markdown;
 pub mod observe;
@@ -34,6 +36,7 @@ pub mod observe;
 pub mod proxy;
 pub mod report;
 pub mod resources;
+pub mod rest;
 pub mod restart;
 pub mod services;
 pub mod soak;
@@ -102,6 +105,25 @@ pub const CASES: &[Case] = &[
         run: soak::case,
         // Half an hour of stream, plus start-up and settling.
         full_limit: Some(Duration::from_secs(45 * 60)),
+    },
+    Case {
+        name: "hostile",
+        title: "Hostile clients against a gateway process, one attack at a time",
+        run: hostile::case,
+        full_limit: None,
+    },
+    Case {
+        name: "rest",
+        title: "The inbox REST API: bad input, 1 000 requests/s, racing read-all and deletes",
+        run: rest::case,
+        full_limit: None,
+    },
+    Case {
+        name: "fuzz",
+        title: "Fuzz targets: the STOMP decoder, SockJS payloads, the event converter",
+        run: fuzz::case,
+        // Building the targets, then ten minutes of libFuzzer for each of the three.
+        full_limit: Some(Duration::from_secs(50 * 60)),
     },
 ];
 
