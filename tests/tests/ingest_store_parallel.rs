@@ -221,7 +221,7 @@ async fn produce(producer: &FutureProducer, records: &[(String, i32, String)]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn parallel_store_transactions_store_and_publish_each_event_once_in_partition_order() {
+async fn parallel_store_transactions_store_and_publish_each_event_once_in_partition_and_id_order() {
     let topics = TopicMap::default();
     let kafka = MockKafka::new(&topics);
     let db = TestDb::new().await;
@@ -292,9 +292,19 @@ async fn parallel_store_transactions_store_and_publish_each_event_once_in_partit
         .unwrap();
     assert_eq!(rows.len(), EVENTS, "one row per event");
     let mut published: HashMap<i64, usize> = HashMap::new();
-    for (_, payload) in received.all() {
+    let mut newest_of: HashMap<String, i64> = HashMap::new();
+    for (channel, payload) in received.all() {
         let json: Value = serde_json::from_str(&payload).unwrap();
-        *published.entry(json["id"].as_i64().unwrap()).or_default() += 1;
+        let id = json["id"].as_i64().unwrap();
+        *published.entry(id).or_default() += 1;
+        // A client resuming with `last-id` (the newest id it holds) relies on this: a
+        // user's notifications are published in id order, whichever transaction stored them.
+        let newest = newest_of.entry(channel.clone()).or_insert(0);
+        assert!(
+            id > *newest,
+            "{channel}: id {id} published after id {newest}"
+        );
+        *newest = id;
     }
     assert_eq!(published.len(), EVENTS, "every row published");
     assert!(

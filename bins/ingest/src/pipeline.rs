@@ -127,8 +127,12 @@ impl Pipeline {
         let stored_at = started.elapsed();
         self.send_letters(&letters, &mut tally).await;
 
-        let mut outgoing = Vec::new();
-        let mut timestamps = Vec::new();
+        // Personal notifications go out in id order. Concurrent store transactions take
+        // ids in any interleaving, and a client that resumes with `last-id` (the newest id
+        // it holds) must never have seen a higher id published before a lower one of the
+        // same batch. Within one transaction ids follow offsets, so each partition's order
+        // holds; every id of this batch is higher than every id of the batches before it.
+        let mut personal = Vec::new();
         for ((index, incoming), result) in to_store.iter().zip(&stored) {
             let Some(result) = result else { continue };
             let topic = &records[*index].topic;
@@ -141,13 +145,19 @@ impl Pipeline {
                 Outcome::Duplicate { .. } => tally.add(topic, "duplicate"),
             }
             if result.outcome.must_publish() {
-                let notification = result.notification(&incoming.notification);
-                outgoing.push(Outgoing {
-                    to: Destination::User(notification.user_id.clone()),
-                    json: notification.to_json(&self.zone),
-                });
-                timestamps.extend(records[*index].timestamp_ms);
+                personal.push((result.outcome.id(), *index, incoming, result));
             }
+        }
+        personal.sort_by_key(|(id, ..)| *id);
+        let mut outgoing = Vec::new();
+        let mut timestamps = Vec::new();
+        for (_, index, incoming, result) in personal {
+            let notification = result.notification(&incoming.notification);
+            outgoing.push(Outgoing {
+                to: Destination::User(notification.user_id.clone()),
+                json: notification.to_json(&self.zone),
+            });
+            timestamps.extend(records[index].timestamp_ms);
         }
         // Time deals: no row, only the broadcast.
         for (index, json) in broadcasts {
