@@ -147,6 +147,38 @@ pub struct GatewayConfig {
     )]
     pub first_frame_timeout_ms: u64,
 
+    /// Longest a client may take to send a request's head (request line and headers), in
+    /// milliseconds: from the connection's accept, or for a kept-alive connection from the
+    /// end of its previous response. Past it the connection is closed.
+    #[arg(
+        long = "http-header-timeout-ms",
+        env = "HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http_header_timeout_ms: u64,
+
+    /// Longest a client may take to send a request's body (the SockJS `xhr_send` and
+    /// `jsonp_send` payloads), in milliseconds from its head; past it the request is answered
+    /// 408 and the connection closed. Long-lived responses and WebSockets are not bounded by it.
+    #[arg(
+        long = "http-body-timeout-ms",
+        env = "HTTP_BODY_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub http_body_timeout_ms: u64,
+
+    /// Connections one client address may hold open before their first request head has
+    /// arrived (IPv6: per /64); past it a new one is closed at once. Counted by the TCP
+    /// peer; connections from TRUSTED_PROXIES are not limited. 0: no limit.
+    #[arg(
+        long = "http-max-unfinished-per-ip",
+        env = "HTTP_MAX_UNFINISHED_PER_IP",
+        default_value_t = 64
+    )]
+    pub http_max_unfinished_per_ip: usize,
+
     /// Connections one client address may have open before their CONNECT completes (IPv6:
     /// per /64); past it a new one is refused with 429. Authenticated connections do not
     /// count, so users behind one NAT are limited only while their handshakes overlap.
@@ -262,6 +294,9 @@ impl GatewayConfig {
             send_buffer_bytes: 512 * 1024,
             send_timeout_ms: 10_000,
             first_frame_timeout_ms: 10_000,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 10_000,
+            http_max_unfinished_per_ip: 64,
             max_pending_per_ip: 32,
             max_pending_connections: None,
             trusted_proxies: TrustedProxies::default(),
@@ -349,6 +384,9 @@ impl fmt::Debug for GatewayConfig {
             send_buffer_bytes,
             send_timeout_ms,
             first_frame_timeout_ms,
+            http_header_timeout_ms,
+            http_body_timeout_ms,
+            http_max_unfinished_per_ip,
             max_pending_per_ip,
             max_pending_connections,
             trusted_proxies,
@@ -384,6 +422,9 @@ impl fmt::Debug for GatewayConfig {
             .field("send_buffer_bytes", send_buffer_bytes)
             .field("send_timeout_ms", send_timeout_ms)
             .field("first_frame_timeout_ms", first_frame_timeout_ms)
+            .field("http_header_timeout_ms", http_header_timeout_ms)
+            .field("http_body_timeout_ms", http_body_timeout_ms)
+            .field("http_max_unfinished_per_ip", http_max_unfinished_per_ip)
             .field("max_pending_per_ip", max_pending_per_ip)
             .field("max_pending_connections", max_pending_connections)
             .field("trusted_proxies", trusted_proxies)
@@ -466,6 +507,48 @@ mod tests {
         };
         assert_eq!(small(300).max_pending(), 64);
         assert_eq!(small(2).max_pending(), 2);
+    }
+
+    #[test]
+    fn http_timeouts_have_defaults_and_cannot_be_zero() {
+        let config = Cli::try_parse_from(["gateway"]).unwrap().gateway;
+        let new = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), "redis://r/");
+        for c in [&config, &new] {
+            assert_eq!(
+                (
+                    c.http_header_timeout_ms,
+                    c.http_body_timeout_ms,
+                    c.http_max_unfinished_per_ip
+                ),
+                (10_000, 10_000, 64)
+            );
+        }
+        let set = Cli::try_parse_from([
+            "gateway",
+            "--http-header-timeout-ms",
+            "1500",
+            "--http-body-timeout-ms",
+            "2500",
+            "--http-max-unfinished-per-ip",
+            "0",
+        ])
+        .unwrap()
+        .gateway;
+        assert_eq!(
+            (
+                set.http_header_timeout_ms,
+                set.http_body_timeout_ms,
+                set.http_max_unfinished_per_ip
+            ),
+            (1500, 2500, 0)
+        );
+        // A zero timeout would close every connection: refused at start.
+        for flag in ["--http-header-timeout-ms", "--http-body-timeout-ms"] {
+            assert!(
+                Cli::try_parse_from(["gateway", flag, "0"]).is_err(),
+                "{flag}"
+            );
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! This is the application seam: [`Gateway::bind`] binds the listeners (port 0 in tests),
 //! [`Gateway::run`] serves until the shutdown token fires.
 //!
-//! Crate map, top to bottom: [`config`] — the configuration; [`router`] — the public routes;
-//! [`api`] — the inbox REST API;
+//! Crate map, top to bottom: [`config`] — the configuration; [`serve`] — the public
+//! listener's HTTP connections (header timeout, peer address, upgrades); [`router`] — the
+//! public routes; [`api`] — the inbox REST API;
 //! [`sockjs`] — the SockJS server (every transport, and the raw WebSocket) that runs the
 //! [`engine`] — one STOMP connection, independent of transport, with its bounded output
 //! ([`outlet`], on [`queue`]); [`session`] — the STOMP session state machine and [`stomp`] —
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod outlet;
 pub mod queue;
 pub mod router;
+pub mod serve;
 pub mod session;
 pub mod sockjs;
 pub mod state;
@@ -62,6 +64,7 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Gateway {
     listener: TcpListener,
     admin: Option<TcpListener>,
+    http: serve::HttpLimits,
     state: AppState,
     api: Arc<ApiState>,
     /// The relay's Redis, for readiness answers.
@@ -103,6 +106,7 @@ impl Gateway {
             cookie_needed: config.sockjs_cookie_needed,
             trusted_proxies: config.trusted_proxies.0.clone(),
             client_url: config.sockjs_client_url.clone(),
+            body_timeout: Duration::from_millis(config.http_body_timeout_ms),
             ..sockjs::Options::default()
         };
         let auth = Authenticator::new(redis.clone(), jwt, config.ticket_prefix.clone());
@@ -171,9 +175,15 @@ impl Gateway {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let http = serve::HttpLimits {
+            header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+            max_unfinished_per_ip: config.http_max_unfinished_per_ip,
+            exempt: config.trusted_proxies.0.clone(),
+        };
         Ok(Gateway {
             listener,
             admin,
+            http,
             state,
             api,
             redis_url,
@@ -228,22 +238,25 @@ impl Gateway {
         }
         let app = router::public(self.state.clone(), self.api, self.sockjs_options);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
-        let graceful = shutdown.clone();
         // Small frames go out at once: no Nagle delay behind the client's delayed ACK.
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         // The peer's address reaches the handlers: sessions are bound to it and pending
         // connections counted by it.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.cancelled().await });
-        match shared::shutdown::drain(&shutdown, SHUTDOWN_DEADLINE, serve.into_future()).await {
-            Some(result) => result,
-            None => {
-                tracing::warn!("connections still open at the shutdown deadline; closing them");
-                Ok(())
-            }
+        let serve = serve::serve(
+            listener,
+            app,
+            self.http,
+            self.state.metrics.closes.clone(),
+            shutdown.clone(),
+        );
+        if shared::shutdown::drain(&shutdown, SHUTDOWN_DEADLINE, serve)
+            .await
+            .is_none()
+        {
+            tracing::warn!("connections still open at the shutdown deadline; closing them");
         }
+        Ok(())
     }
 }

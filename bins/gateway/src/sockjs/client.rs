@@ -1,8 +1,9 @@
 //! Who sent a request: the client's address and its `JSESSIONID` cookie, which HTTP
 //! sessions are bound to (`Owner`) and connections are counted by.
 //!
-//! The address is the TCP peer's (the router must be served with
-//! `into_make_service_with_connect_info::<SocketAddr>()`; without it every request has
+//! The address is the TCP peer's (the server must put it in each request's extensions as
+//! `ConnectInfo<SocketAddr>`, as the gateway's [`crate::serve`] and axum's
+//! `into_make_service_with_connect_info::<SocketAddr>()` do; without it every request has
 //! none), or, when the peer is a trusted proxy, the rightmost `X-Forwarded-For` entry that
 //! is not itself a trusted proxy: each proxy appends the address it was reached from, so
 //! entries left of the first untrusted one may be forged by the client and are ignored.

@@ -129,6 +129,9 @@ pub struct Options {
     pub send_buffer_bytes: usize,
     /// Largest client message (WebSocket message, or decoded HTTP payload), in bytes.
     pub max_message_bytes: usize,
+    /// Longest a sending request's body (`xhr_send`, `jsonp_send`) may take to arrive; past
+    /// it the request is answered 408 and its connection closed.
+    pub body_timeout: Duration,
     /// Subprotocols the raw WebSocket endpoint negotiates.
     pub raw_protocols: &'static [&'static str],
     /// The SockJS client script the iframe page loads (only iframe-based transports, for
@@ -148,6 +151,7 @@ impl Default for Options {
             stream_limit: 128 * 1024,
             send_buffer_bytes: 512 * 1024,
             max_message_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             raw_protocols: &[],
             client_url: "/sockjs-client.min.js".into(),
         }

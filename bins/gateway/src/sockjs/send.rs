@@ -1,12 +1,13 @@
 //! The sending transports: `xhr_send` (a JSON array of messages; 204) and `jsonp_send`
 //! (the same array, raw or form-encoded as `d=...`; `ok`). A payload is bounded in bytes
-//! before it is read, and its messages reach the session's application in order.
+//! and in time (`Options::body_timeout`, then 408 and the connection closed) while it is
+//! read, and its messages reach the session's application in order.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::client::Client;
@@ -25,11 +26,22 @@ pub(super) fn payload_limit(options: &super::Options) -> usize {
         .saturating_add(1024)
 }
 
-/// Reads a sending request's body, within [`payload_limit`].
+/// Reads a sending request's body, within [`payload_limit`] and the body timeout: a body
+/// shorter than its `Content-Length`, or trickling in, would otherwise hold the connection
+/// for as long as its client likes.
 async fn read_payload<A>(service: &Service<A>, body: Body) -> Result<Bytes, Refusal> {
-    axum::body::to_bytes(body, payload_limit(&service.options))
-        .await
-        .map_err(|_| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large."))
+    let read = axum::body::to_bytes(body, payload_limit(&service.options));
+    match tokio::time::timeout(service.options.body_timeout, read).await {
+        Ok(Ok(payload)) => Ok(payload),
+        Ok(Err(_)) => Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large.",
+        )),
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request body not received in time.",
+        )),
+    }
 }
 
 /// Hands a client payload's messages to the session's application, in order.
@@ -67,6 +79,15 @@ async fn receive<A: Application>(
     .await;
     let response = match result {
         Ok(()) => ok(),
+        // The rest of a body given up on may still come: the connection cannot carry
+        // another request.
+        Err(refused) if refused.status == StatusCode::REQUEST_TIMEOUT => {
+            let mut response = refused.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         Err(refused) => refused.into_response(),
     };
     finish(&service, &request.headers, response)
