@@ -131,7 +131,9 @@ impl Pipeline {
         // ids in any interleaving, and a client that resumes with `last-id` (the newest id
         // it holds) must never have seen a higher id published before a lower one of the
         // same batch. Within one transaction ids follow offsets, so each partition's order
-        // holds; every id of this batch is higher than every id of the batches before it.
+        // holds, and the rows a batch inserts have higher ids than those of this instance's
+        // earlier batches. (Instances on other partitions interleave their ids with ours;
+        // the order across instances is not promised.)
         let mut personal = Vec::new();
         for ((index, incoming), result) in to_store.iter().zip(&stored) {
             let Some(result) = result else { continue };
