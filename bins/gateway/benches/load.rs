@@ -42,6 +42,7 @@ mod sync;
 mod workers;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
@@ -70,6 +71,9 @@ struct Args {
     /// Idle SockJS-websocket sessions on the gateway (0: skip).
     #[arg(long, default_value_t = 10_000)]
     sockjs_sessions: usize,
+    /// Seconds from the last idle session's opening to the RSS reading.
+    #[arg(long, default_value_t = 3)]
+    idle_settle_secs: u64,
     /// Idle sessions on RabbitMQ.
     #[arg(long, default_value_t = 10_000)]
     rabbit_sessions: usize,
@@ -174,14 +178,23 @@ async fn main() -> anyhow::Result<()> {
         let gw = start_gateway(&args.redis, None).await?;
         envelope.gateway(gw.child.id());
         let raw_url = format!("ws://{}/ws/notifications/websocket", gw.addr);
-        let raw = measure_idle(gw.child.id(), &raw_url, Kind::Raw, args.sessions).await?;
+        let settle = Duration::from_secs(args.idle_settle_secs);
+        let raw = measure_idle(gw.child.id(), &raw_url, Kind::Raw, args.sessions, settle).await?;
         drop(gw);
         let mut sockjs = None;
         if args.sockjs_sessions > 0 {
             let gw = start_gateway(&args.redis, None).await?;
             let url = format!("ws://{}/ws/notifications", gw.addr);
-            sockjs =
-                Some(measure_idle(gw.child.id(), &url, Kind::Sockjs, args.sockjs_sessions).await?);
+            sockjs = Some(
+                measure_idle(
+                    gw.child.id(),
+                    &url,
+                    Kind::Sockjs,
+                    args.sockjs_sessions,
+                    settle,
+                )
+                .await?,
+            );
         }
         results.insert(
             "idle".into(),
@@ -242,7 +255,15 @@ async fn rabbit(
     };
     let mut figures = json!({});
     if let Some(raw_idle) = raw_idle {
-        let idle = measure_idle(pid, &args.rabbit, Kind::Rabbit, args.rabbit_sessions).await?;
+        let settle = Duration::from_secs(args.idle_settle_secs);
+        let idle = measure_idle(
+            pid,
+            &args.rabbit,
+            Kind::Rabbit,
+            args.rabbit_sessions,
+            settle,
+        )
+        .await?;
         let rabbit_idle = idle.kb_per_session;
         println!(
             "ratio: idle memory RabbitMQ/gateway {:.1}x ({rabbit_idle:.1} KB vs {raw_idle:.1} KB per session)",

@@ -32,14 +32,21 @@ impl Idle {
     }
 }
 
-/// Idle-session cost on the server `pid`: KB of RSS per session.
-pub async fn measure_idle(pid: u32, url: &str, kind: Kind, total: usize) -> anyhow::Result<Idle> {
+/// Idle-session cost on the server `pid`: KB of RSS per session, `settle` after the last
+/// session opened.
+pub async fn measure_idle(
+    pid: u32,
+    url: &str,
+    kind: Kind,
+    total: usize,
+    settle: Duration,
+) -> anyhow::Result<Idle> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
     let started = Instant::now();
     let workers = start_workers(url, kind, total, false)?;
     let opened_in = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(settle).await;
     let after = rss_kib(pid);
     let per_session = after.saturating_sub(before) as f64 * 1.024 / total as f64;
     println!(

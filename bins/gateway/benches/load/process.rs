@@ -24,12 +24,16 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts the gateway binary on free ports, with the notification store at `database`.
+/// `GATEWAY_BIN` names another build of it (another commit's, for runs that alternate
+/// builds); by default it is this workspace's.
 pub async fn start_gateway(redis: &str, database: Option<&str>) -> anyhow::Result<Gateway> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let admin = format!("127.0.0.1:{}", free_port()?);
     let prefix = format!("bench{}-{port}:notification:", std::process::id());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    let binary =
+        std::env::var_os("GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_gateway").into());
+    let mut command = Command::new(binary);
     command
         .env("LISTEN_ADDR", &addr)
         .env("ADMIN_ADDR", &admin)
@@ -40,6 +44,9 @@ pub async fn start_gateway(redis: &str, database: Option<&str>) -> anyhow::Resul
         // The benchmark's clients all come from 127.0.0.1 and open hundreds of sessions
         // at once: the per-address limit on unauthenticated connections is for strangers.
         .env("WS_MAX_PENDING_PER_IP", "0")
+        // Nor may the cap on one address's connections before their first request head
+        // (64) close the clients' handshakes, 250 of which start at once.
+        .env("HTTP_MAX_UNFINISHED_PER_IP", "0")
         .env_remove("DATABASE_URL");
     if let Some(database) = database {
         command.env("DATABASE_URL", database);
