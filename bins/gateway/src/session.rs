@@ -304,6 +304,9 @@ impl Session {
             },
             _ => None,
         };
+        // Exact: most sessions hold one subscription for hours; a doubling Vec would keep
+        // room for four.
+        self.subscriptions.reserve_exact(1);
         self.subscriptions.push(Subscription {
             id: id.clone(),
             destination: destination.to_owned(),

@@ -244,7 +244,9 @@ impl Listening {
         delivery: &Delivery,
     ) -> Result<(), End> {
         let target = match delivery.source {
-            Source::Gap => return self.recover_gap(app, session, to_client).await,
+            // Boxed: the idle session's future should not be sized for a store query
+            // that runs only after a gap.
+            Source::Gap => return Box::pin(self.recover_gap(app, session, to_client)).await,
             Source::Broadcast => Target::TimeDeals,
             Source::User if is_state_event(&delivery.json) => Target::State,
             Source::User => Target::Notifications,

@@ -88,6 +88,11 @@ pub async fn run(
                         }
                     }
                 }
+                // Clients send a few frames, then mostly nothing: an idle session keeps no
+                // room sized for its CONNECT.
+                if buffer.is_empty() {
+                    buffer = BytesMut::new();
+                }
             }
             delivered = async { listening.inbox.as_mut().expect("guarded").recv().await },
                 if listening.inbox.is_some() => {

@@ -113,6 +113,8 @@ impl Book {
             channels: Vec::new(),
         });
         if !member.channels.iter().any(|c| c == channel) {
+            // Exact: a session listens to one or two channels.
+            member.channels.reserve_exact(1);
             member.channels.push(channel.to_owned());
         }
         let covered = self.is_covered(channel);
@@ -325,7 +327,7 @@ impl Book {
         match change {
             Change::SubscribePattern => {
                 self.pattern_confirmed = true;
-                for waiter in self.pattern_waiters.drain(..) {
+                for waiter in std::mem::take(&mut self.pattern_waiters) {
                     let _ = waiter.send(());
                 }
                 let covered: Vec<String> = self
@@ -343,7 +345,8 @@ impl Book {
                 self.confirmed.insert(channel.clone());
                 match self.channels.get_mut(&channel) {
                     Some(entry) => {
-                        for waiter in entry.waiters.drain(..) {
+                        // Taken, not drained: the channel keeps no capacity it rarely needs.
+                        for waiter in std::mem::take(&mut entry.waiters) {
                             let _ = waiter.send(());
                         }
                     }

@@ -14,6 +14,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
 /// Socket read buffer per connection. Idle sessions dominate; the default (128 KiB) would
@@ -25,6 +26,11 @@ const FROM_CLIENT_QUEUE: usize = 16;
 const COALESCE_BYTES: usize = 16 * 1024;
 /// How long a close frame may take to leave.
 const CLOSE_WRITE: Duration = Duration::from_secs(1);
+
+/// The socket's halves. A session's task holds these, not the socket: an async block keeps
+/// room for what it captured for as long as it runs, and a socket is several hundred bytes.
+type Sink = SplitSink<WebSocket, Message>;
+type Source = SplitStream<WebSocket>;
 
 /// Upgrades `request`, or answers why not.
 async fn upgrade<A: Application>(
@@ -86,18 +92,25 @@ pub(super) async fn raw<A: Application>(
     let protocols = service.options.raw_protocols;
     let max = service.options.max_message_bytes;
     match upgrade(&service, request, protocols, max).await {
-        Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
-            let (client_tx, inlet, task) = start(&service, admission, "websocket");
-            drop(service);
-            pump_raw(socket, client_tx, inlet).await;
-            let _ = task.await;
+        Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| {
+            let (sink, source) = socket.split();
+            async move {
+                let (client_tx, inlet, task) = start(&service, admission, "websocket");
+                drop(service);
+                pump_raw(sink, source, client_tx, inlet).await;
+                let _ = task.await;
+            }
         }),
         Err(response) => response,
     }
 }
 
-async fn pump_raw(socket: WebSocket, client_tx: queue::Sender<Vec<u8>>, mut inlet: Inlet) {
-    let (mut sink, mut source) = socket.split();
+async fn pump_raw(
+    mut sink: Sink,
+    mut source: Source,
+    client_tx: queue::Sender<Vec<u8>>,
+    mut inlet: Inlet,
+) {
     let end = loop {
         tokio::select! {
             message = source.next() => match message {
@@ -147,24 +160,27 @@ pub(super) async fn sockjs<A: Application>(service: Arc<Service<A>>, request: Re
     // SockJS wraps each message in a JSON string: allow for its escaping.
     let max = super::send::payload_limit(&service.options);
     match upgrade(&service, request, &[], max).await {
-        Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| async move {
-            let heartbeat = service.options.heartbeat;
-            let (client_tx, inlet, task) = start(&service, admission, "sockjs-websocket");
-            drop(service);
-            pump_sockjs(socket, client_tx, inlet, heartbeat).await;
-            let _ = task.await;
+        Ok((upgrade, admission)) => upgrade.on_upgrade(move |socket| {
+            let (sink, source) = socket.split();
+            async move {
+                let heartbeat = service.options.heartbeat;
+                let (client_tx, inlet, task) = start(&service, admission, "sockjs-websocket");
+                drop(service);
+                pump_sockjs(sink, source, client_tx, inlet, heartbeat).await;
+                let _ = task.await;
+            }
         }),
         Err(response) => response,
     }
 }
 
 async fn pump_sockjs(
-    socket: WebSocket,
+    mut sink: Sink,
+    mut source: Source,
     client_tx: queue::Sender<Vec<u8>>,
     mut inlet: Inlet,
     heartbeat_every: Duration,
 ) {
-    let (mut sink, mut source) = socket.split();
     let mut heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + heartbeat_every,
         heartbeat_every,
@@ -229,7 +245,7 @@ async fn pump_sockjs(
 /// The closing handshake's end: reads until the client's Close (or its end of the socket),
 /// for at most `CLOSE_WRITE`, so the socket is not dropped with the client's reply unread
 /// (which resets the connection and can discard our close frame at the client).
-async fn await_close_reply(source: &mut futures_util::stream::SplitStream<WebSocket>) {
+async fn await_close_reply(source: &mut Source) {
     let _ = tokio::time::timeout(CLOSE_WRITE, async {
         while let Some(Ok(message)) = source.next().await {
             if matches!(message, Message::Close(_)) {
@@ -241,7 +257,7 @@ async fn await_close_reply(source: &mut futures_util::stream::SplitStream<WebSoc
 }
 
 /// The SockJS close frame, then the WebSocket close with the same code.
-async fn send_close(sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, end: End) {
+async fn send_close(sink: &mut Sink, end: End) {
     let (code, reason) = sockjs_close(end);
     let _ = tokio::time::timeout(CLOSE_WRITE, async {
         sink.send(Message::Text(framing::close(code, reason).into()))
