@@ -1,7 +1,8 @@
 //! The whole path for the delivery cases (`restart`, `soak`): a fresh database, a Kafka
-//! broker (librdkafka's mock cluster or tansu), one `ingest` instance consuming from it, and two gateways on the same
-//! Redis prefix and store (so a SUBSCRIBE with `last-id` recovers), JWT authentication with
-//! a key of the run's own; plus the users the case's sessions are.
+//! broker (librdkafka's mock cluster or tansu), one `ingest` instance consuming from it,
+//! and two gateways on the same Redis prefix and store (so a SUBSCRIBE with `last-id`
+//! recovers), JWT authentication with a key of the run's own; plus the users the case's
+//! sessions are.
 
 use std::path::PathBuf;
 use std::sync::Arc;
