@@ -135,16 +135,20 @@ fn acked<E>(
     }
 }
 
-/// Waits until the store holds `rows` notifications, at most `timeout`; the count it last
-/// saw.
-pub async fn wait_stored(db: &Database, rows: usize, timeout: Duration) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + timeout;
+/// Waits until the store holds `rows` notifications: as long as its count keeps growing,
+/// up to `stall` without growth (and at most twenty `stall`s in all); the count it last saw.
+pub async fn wait_stored(db: &Database, rows: usize, stall: Duration) -> anyhow::Result<usize> {
+    let give_up = Instant::now() + stall * 20;
+    let (mut last, mut grew) = (db.count().await?, Instant::now());
     loop {
-        let stored = db.count().await?;
-        if stored >= rows || Instant::now() >= deadline {
-            return Ok(stored);
+        if last >= rows || grew.elapsed() >= stall || Instant::now() >= give_up {
+            return Ok(last);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let stored = db.count().await?;
+        if stored > last {
+            (last, grew) = (stored, Instant::now());
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::clients::{Ending, Fleet};
 use super::flood;
 use super::observe::Peaks;
 use super::report::{self, Check, Findings, say};
-use super::stage::{self, Stage};
+use super::stage::{self, BrokerKind, Stage};
 use super::{CaseFuture, Ctx, Scale};
 
 /// After everything was delivered, how long to listen for late copies.
@@ -75,7 +75,7 @@ async fn run(ctx: &Ctx) -> anyhow::Result<Findings> {
         .mul_f64(rng.random_range(p.kill_window.0..p.kill_window.1));
     let victim = rng.random_range(0..2usize);
     let survivor = 1 - victim;
-    let mut stage = Stage::up(ctx, "restart", p.sessions).await?;
+    let mut stage = Stage::up(ctx, "restart", p.sessions, BrokerKind::Mock).await?;
     let mut fleet = Fleet::start(stage.fleet_spec(p.reconnect_delay, p.connect_timeout));
     fleet.wait_connected(p.connect_timeout).await?;
     let peaks = Peaks::start(Duration::from_millis(200));

@@ -15,11 +15,13 @@ use super::clients::{Ending, Fleet};
 use super::flood;
 use super::report::{self, Check, Findings, say};
 use super::resources::{Sampler, Watched};
-use super::stage::{self, Stage};
+use super::stage::{self, BrokerKind, Stage};
 use super::{CaseFuture, Ctx, Scale};
 
 /// After everything was delivered, how long to listen for late copies.
 const QUIET: Duration = Duration::from_secs(2);
+/// The highest consumer lag ingest may show at a sample, in seconds of the stream.
+const LAG_SECONDS: f64 = 10.0;
 /// Longest wait for every session to be connected again once the stream has ended.
 const RECONNECTED: Duration = Duration::from_secs(30);
 
@@ -95,7 +97,9 @@ pub fn case(ctx: &Ctx) -> CaseFuture<'_> {
 async fn run(ctx: &Ctx) -> anyhow::Result<Findings> {
     let p = Params::of(ctx.scale);
     let mut rng = ctx.rng("soak");
-    let mut stage = Stage::up(ctx, "soak", p.sessions).await?;
+    // A long stream outgrows the mock cluster (it ages data out past 5 MB a partition and
+    // walks every batch it keeps on each fetch): tansu keeps up and keeps everything.
+    let mut stage = Stage::up(ctx, "soak", p.sessions, BrokerKind::Tansu).await?;
     let mut fleet = Fleet::start(stage.fleet_spec(p.reconnect_delay, p.connect_timeout));
     fleet.wait_connected(p.connect_timeout).await?;
     let mut watched = vec![Watched {
@@ -133,10 +137,13 @@ async fn run(ctx: &Ctx) -> anyhow::Result<Findings> {
     let churn_gap = p.churn_period / p.churn.max(1) as u32;
     let (mut next_sample, mut next_churn) = (started, started + churn_gap);
     let mut churned = 0usize;
+    // ingest's own `ingest_consumer_lag` at each sample (None: no answer).
+    let mut lag: Vec<(f64, Option<f64>)> = Vec::new();
     while !producing.is_finished() {
         let now = Instant::now();
         if now >= next_sample {
             sampler.sample().await?;
+            lag.push((sampler.elapsed(), ingest_lag(&stage.ingest.admin).await));
             next_sample += p.sample_every;
         }
         if now >= next_churn {
@@ -152,6 +159,7 @@ async fn run(ctx: &Ctx) -> anyhow::Result<Findings> {
         tokio::time::sleep_until(wake.into()).await;
     }
     let flooded = producing.await?;
+    let lag_at_end = ingest_lag(&stage.ingest.admin).await;
     let reconnected = fleet.wait_connected(RECONNECTED).await;
     say(&format!(
         "soak: {} events in {:.1} s, {churned} sessions churned; waiting for every session",
@@ -222,6 +230,46 @@ async fn run(ctx: &Ctx) -> anyhow::Result<Findings> {
         churned > 0,
     ));
 
+    // ingest keeps up: its lag stays within a few seconds of the stream at every sample.
+    let lag_bound = p.rate * LAG_SECONDS;
+    let unanswered = lag.iter().filter(|(_, l)| l.is_none()).count();
+    let highest = lag
+        .iter()
+        .filter_map(|(at, l)| l.map(|l| (*at, l)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    out.figure(
+        "ingest consumer lag, highest sample",
+        highest.map_or(f64::NAN, |(_, l)| l),
+        "events",
+    );
+    out.figure(
+        "ingest consumer lag when the stream ended",
+        lag_at_end.unwrap_or(f64::NAN),
+        "events",
+    );
+    out.check(Check::at_most(
+        &format!(
+            "ingest consumer lag at every sample ({} samples of `ingest_consumer_lag`; the \
+             bound is {LAG_SECONDS} s of the stream)",
+            lag.len()
+        ),
+        highest.map_or(f64::INFINITY, |(_, l)| l),
+        lag_bound,
+        "events",
+    ));
+    out.check(Check::none("lag samples ingest did not answer", unanswered));
+    out.note(format!(
+        "ingest consumer lag by sample (s: events): {}",
+        lag.iter()
+            .map(|(at, l)| format!(
+                "{:.0}: {}",
+                at,
+                l.map_or("-".to_owned(), |l| format!("{l:.0}"))
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
     let from = p.warm_up.as_secs_f64();
     let mut ends = Vec::new();
     for (name, series) in &sampler.series {
@@ -277,6 +325,18 @@ async fn run(ctx: &Ctx) -> anyhow::Result<Findings> {
         stage.db.kept_note()
     ));
     Ok(out)
+}
+
+/// ingest's `ingest_consumer_lag` gauge from its admin listener at `admin`.
+async fn ingest_lag(admin: &str) -> Option<f64> {
+    let (status, body) =
+        devstack::procs::http_get(admin, "/metrics", Duration::from_secs(2)).await?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|line| line.strip_prefix("ingest_consumer_lag "))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 fn round(value: f64) -> f64 {

@@ -1,11 +1,12 @@
-//! The whole path for the delivery cases (`restart`, `soak`): a fresh database, librdkafka's
-//! mock cluster, one `ingest` instance consuming from it, and two gateways on the same
-//! Redis prefix and store (so a SUBSCRIBE with `last-id` recovers), JWT authentication with
-//! a key of the run's own; plus the users the case's sessions are.
+//! The whole path for the delivery cases (`restart`, `soak`): a fresh database, a Kafka
+//! broker (librdkafka's mock cluster or tansu), one `ingest` instance consuming from it,
+//! and two gateways on the same Redis prefix and store (so a SUBSCRIBE with `last-id`
+//! recovers), JWT authentication with a key of the run's own; plus the users the case's
+//! sessions are.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Ctx;
 use super::clients::{Delivery, Fleet, FleetSpec};
@@ -18,6 +19,17 @@ use super::services::{self, Broker, Database};
 const INGEST_READY: Duration = Duration::from_secs(60);
 /// The `kid` of the run's JWT key.
 const KID: &str = "rel";
+
+/// Which broker a stage runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// librdkafka's mock cluster on a thread of the runner: quick to start, but it keeps at
+    /// most 5 MB (or 100 000 produce batches) a partition and finds an offset by walking
+    /// every batch it keeps, so a long stream slows it down and ages out unread data.
+    Mock,
+    /// tansu as a process of its own (memory storage): for long streams.
+    Tansu,
+}
 
 /// What a delivery case runs on.
 pub struct Stage {
@@ -37,12 +49,20 @@ pub struct Stage {
 impl Stage {
     /// Starts everything for `case` with `users` users; ingest is ready (in its group)
     /// and both gateways listen when it returns.
-    pub async fn up(ctx: &Ctx, case: &str, users: usize) -> anyhow::Result<Stage> {
+    pub async fn up(
+        ctx: &Ctx,
+        case: &str,
+        users: usize,
+        broker: BrokerKind,
+    ) -> anyhow::Result<Stage> {
         let log_dir = ctx.case_log_dir(case)?;
         let name = services::unique_name(case);
         let mut db = Database::create(&ctx.services.mysql_url, &name).await?;
         db.keep = ctx.keep_data;
-        let broker = Broker::mock().await?;
+        let broker = match broker {
+            BrokerKind::Mock => Broker::mock().await?,
+            BrokerKind::Tansu => Broker::tansu(&ctx.services.tansu, &log_dir, false).await?,
+        };
         let prefix = format!("{name}:notification:");
         let ingest_spec = IngestSpec {
             bootstrap: broker.bootstrap.clone(),
@@ -117,9 +137,10 @@ impl Stage {
     }
 }
 
-/// After the stream: waits until the store holds every acknowledged event and every
-/// session every notification of its user (or the timeouts pass), listens `quiet` more for
-/// late copies, stops the sessions, and reports deliveries with their checks.
+/// After the stream: waits until the store holds every acknowledged event (while it still
+/// grows, up to `timeout` without progress) and every session every notification of its
+/// user (or `timeout` passes), listens `quiet` more for late copies, stops the sessions,
+/// and reports deliveries with their checks, against the store as it is then.
 pub async fn settle(
     stage: &Stage,
     fleet: &mut Fleet,
@@ -128,11 +149,16 @@ pub async fn settle(
     quiet: Duration,
     out: &mut Findings,
 ) -> anyhow::Result<Delivery> {
+    let waited = Instant::now();
     let stored = flood::wait_stored(&stage.db, flooded.acked, timeout).await?;
+    let waited = waited.elapsed();
     let expected = flood::ids_by_user(&stage.db).await?;
     let delivered = fleet.wait_delivered(&expected, timeout).await;
     tokio::time::sleep(quiet).await;
     fleet.stop().await;
+    // Rows stored since the snapshot above (when the store was still behind) were
+    // delivered too: judge every delivery against the store as it is now.
+    let expected = flood::ids_by_user(&stage.db).await?;
     let delivery = fleet.delivery(&expected);
     let (truncated, gave_up, errors) = fleet.with_logs(|logs| {
         (
@@ -150,6 +176,7 @@ pub async fn settle(
         "events/s",
     );
     out.figure("notifications stored", stored as f64, "rows");
+    out.seconds("the stream's end → every acknowledged event stored", waited);
     out.figure(
         "notifications delivered (user, id)",
         delivery.delivered as f64,
